@@ -1,0 +1,206 @@
+"""GPT-2 written from scratch, in the spirit of nanoGPT's `model.py`.
+
+Module names match the Hugging Face GPT-2 state dict (`transformer.h.0.attn.c_attn`, ...), with
+`nn.Linear` where Hugging Face uses `Conv1D` (checkpoint io transposes those weights).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .config import GPT2Config
+from .kv_cache import KVCache
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPT2Config) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k, v fused
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.attn_pdrop = config.attn_pdrop
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, kv_cache: KVCache | None, layer: int
+    ) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, nh, T, hs)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if kv_cache is not None:
+            k, v = kv_cache.update(layer, k, v)  # (B, nh, T_past + T, hs)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.attn_pdrop if self.training else 0.0,
+            # Without a mask and without earlier tokens, the plain causal mask applies (flash path).
+            is_causal=mask is None and k.size(2) == T and T > 1,
+        )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPT2Config) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.mlp_width)
+        self.c_proj = nn.Linear(config.mlp_width, config.n_embd)
+        self.dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, config: GPT2Config) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, kv_cache: KVCache | None, layer: int
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask, kv_cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    """Embeddings, blocks and the final LayerNorm: token ids (or embeddings) -> hidden states."""
+
+    def __init__(self, config: GPT2Config) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.n_positions, config.n_embd)
+        self.drop = nn.Dropout(config.embd_pdrop)
+        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Return the final hidden states (B, T, C).
+
+        `attention_mask` (B, T_past + T) marks real tokens with 1 and padding with 0, covering the
+        cached tokens too. Positions count real tokens only, so left-padded prompts get the same
+        positions as unpadded ones.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        x = self.wte(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, C)
+        B, T, _ = x.shape
+        past = 0 if kv_cache is None else kv_cache.seq_len
+        if past + T > self.config.n_positions:
+            raise ValueError(f"sequence of {past + T} tokens exceeds n_positions={self.config.n_positions}")
+        if attention_mask is not None and attention_mask.shape != (B, past + T):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, expected {(B, past + T)} "
+                "(it must cover the cached tokens too)"
+            )
+        if position_ids is None:
+            if attention_mask is None:
+                position_ids = torch.arange(past, past + T, device=x.device).unsqueeze(0)  # (1, T)
+            else:
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (B, T)
+        x = self.drop(x + self.wpe(position_ids))
+        mask = _attention_mask(attention_mask, T, past, x.device)
+        for i, block in enumerate(self.h):
+            if self.config.activation_checkpointing and self.training and kv_cache is None:
+                x = checkpoint(block, x, mask, None, i, use_reentrant=False)
+            else:
+                x = block(x, mask, kv_cache, i)
+        return self.ln_f(x)
+
+
+def _attention_mask(
+    attention_mask: torch.Tensor | None, T: int, past: int, device: torch.device
+) -> torch.Tensor | None:
+    """Boolean SDPA mask (B, 1, T, past + T): causal and not padding; None where SDPA's own will do."""
+    if attention_mask is None and (past == 0 or T == 1):
+        return None  # plain causal (is_causal) or one new token that sees everything
+    q_pos = torch.arange(past, past + T, device=device)[:, None]  # (T, 1)
+    k_pos = torch.arange(past + T, device=device)[None, :]  # (1, past + T)
+    mask = (k_pos <= q_pos)[None, None]  # (1, 1, T, past + T)
+    if attention_mask is not None:
+        mask = mask & attention_mask.bool()[:, None, None, :]
+        # A padding query may see no key at all; let it see itself so SDPA returns no NaN.
+        mask = mask | (k_pos == q_pos)[None, None]
+    return mask
+
+
+class GPT2(nn.Module):
+    """GPT-2 language model: `model(input_ids)` -> logits (B, T, vocab_size)."""
+
+    def __init__(self, config: GPT2Config) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = Transformer(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
+        self.apply(self._init_weights)
+        # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer) at init.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Logits (B, T, vocab_size). Use `self.transformer(...)` for the hidden states alone."""
+        hidden = self.transformer(
+            input_ids, attention_mask, inputs_embeds=inputs_embeds, position_ids=position_ids, kv_cache=kv_cache
+        )
+        return self.lm_head(hidden)
+
+    def new_kv_cache(self) -> KVCache:
+        return KVCache(self.config.n_layer)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Parameters counted once (the tied LM head shares the token embedding)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # Checkpoint io lives in checkpoint.py; these are the public entry points.
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, **config_overrides) -> GPT2:
+        """Load a Hugging Face GPT-2 checkpoint: a directory, a weights file or a hub name (`gpt2`)."""
+        from .checkpoint import load_pretrained
+
+        return load_pretrained(cls, name_or_path, **config_overrides)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write `config.json` + `model.safetensors` in the Hugging Face GPT-2 layout."""
+        from .checkpoint import save_pretrained
+
+        save_pretrained(self, directory)
