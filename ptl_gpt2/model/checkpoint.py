@@ -20,8 +20,8 @@ from .config import PRESETS, GPT2Config
 if TYPE_CHECKING:
     from .gpt2 import GPT2
 
-CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-BUFFER_SUFFIXES = ("attn.bias", "attn.masked_bias")
+CONV1D_SUFFIXES = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
+BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")  # note: not "c_attn.bias"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TIED_KEY = "lm_head.weight"
 

@@ -45,7 +45,7 @@ class GPT2Config:
         if activation not in cls.HF_ACTIVATIONS:
             raise ValueError(f"{source}: activation_function={activation!r} is not GPT-2's tanh GELU")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in hf.items() if k in known}, **overrides)
+        return cls(**{**{k: v for k, v in hf.items() if k in known}, **overrides})
 
     def to_hf_dict(self) -> dict[str, Any]:
         hf = {k: v for k, v in asdict(self).items() if k != "activation_checkpointing"}
