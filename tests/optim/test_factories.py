@@ -71,6 +71,7 @@ def test_adamw_equals_torch_adamw_with_the_same_groups(model):
     reference = torch.optim.AdamW(
         [{"params": [twin_params[n] for n in g["param_names"]], "weight_decay": g["weight_decay"]} for g in ours.param_groups],
         lr=1e-2,
+        fused=True,  # the kernel ours picks on the CPU; fp32 rounding differs between kernels
     )
     for m, opt in ((model, ours), (twin, reference)):
         for _ in range(3):
@@ -104,3 +105,22 @@ def test_fused_adamw_allows_gradient_clipping_under_mixed_precision():
                         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, DataLoader(torch.randn(8, 4), batch_size=4))
     assert not torch.equal(model.layer.weight, before)
+
+
+def test_adamw_picks_the_fused_kernel_on_cpu_and_matches_foreach():
+    torch.manual_seed(0)
+    weights = [torch.randn(8, 4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
+    runs = {}
+    for kind in ("default", "foreach"):
+        params = [torch.nn.Parameter(w.clone()) for w in weights]
+        named = [("w", params[0]), ("b", params[1])]
+        opt = AdamW(named, lr=1e-2, foreach=True) if kind == "foreach" else AdamW(named, lr=1e-2)
+        for step in range(3):
+            for p in params:
+                p.grad = torch.sin(p.detach() * (step + 1))
+            opt.step()
+        runs[kind] = (opt, params)
+    assert all(g["fused"] for g in runs["default"][0].param_groups)
+    assert not any(g["fused"] for g in runs["foreach"][0].param_groups)
+    for fused_p, foreach_p in zip(runs["default"][1], runs["foreach"][1]):
+        torch.testing.assert_close(fused_p, foreach_p, rtol=1e-12, atol=1e-12)
