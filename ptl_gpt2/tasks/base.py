@@ -78,11 +78,15 @@ class GPT2Task(L.LightningModule):
     def task_loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         raise NotImplementedError
 
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The batch's training loss; a task may override it to skip building `task_outputs`."""
+        return self.task_loss(self.task_outputs(batch), batch)
+
     # --- training -------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         if self.smart is not None:
             return self.smart.training_step(self, batch, batch_idx)
-        loss = self.task_loss(self.task_outputs(batch), batch)
+        loss = self.loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
         return loss
 

@@ -6,8 +6,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torchmetrics.aggregation import MeanMetric
 
+from ..ops import linear_cross_entropy
 from .base import GPT2Task
 
 
@@ -16,6 +18,12 @@ class LanguageModel(GPT2Task):
 
     Batches hold `input_ids` and `attention_mask` (B, T); each real token is predicted from the
     ones before it. Validation logs `val/loss` (mean over tokens) and `val/ppl` = exp(val/loss).
+
+    Training and evaluation fuse the LM head into the loss (`ptl_gpt2.ops.linear_cross_entropy`), so
+    the (B, T, V) logits are never built; `task_outputs` still returns them for SMART and callers
+    that want them. The logits path is kept when the head is not a plain bias-free `nn.Linear`
+    (LoRA on `lm_head`, a quantised or hooked head) or the backbone is compiled (the fused path
+    calls `model.transformer`, which `compile` does not cover). See docs/ops.md.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -31,8 +39,17 @@ class LanguageModel(GPT2Task):
     def task_loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         return lm_loss(outputs, batch["input_ids"], batch["attention_mask"])
 
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        head = self.model.lm_head
+        plain_head = type(head) is nn.Linear and head.bias is None and not (head._forward_hooks or head._forward_pre_hooks)
+        if not plain_head or getattr(self.model, "_compiled_call_impl", None) is not None:
+            return super().loss(batch)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        hidden = self.model.transformer(ids, mask)  # (B, T, C)
+        return linear_cross_entropy(hidden, head.weight, lm_targets(ids, mask))
+
     def _evaluate(self, batch: dict[str, Any], nll: MeanMetric, stage: str) -> None:
-        loss = self.task_loss(self.task_outputs(batch), batch)
+        loss = self.loss(batch)
         nll.update(loss, weight=batch["attention_mask"][:, 1:].sum())
         self.log(f"{stage}/loss", nll, prog_bar=stage == "val")
 
@@ -51,6 +68,11 @@ class LanguageModel(GPT2Task):
 
 def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over the real (non-padding) target tokens."""
-    targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)  # (B, T-1)
-    targets = F.pad(targets, (0, 1), value=-100)  # shift the labels, not the (B, T, V) logits: no copy
+    targets = lm_targets(input_ids, attention_mask)
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+
+
+def lm_targets(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The next token at each position (B, T); -100 (ignored) after the last real token and on padding."""
+    targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)  # (B, T-1)
+    return F.pad(targets, (0, 1), value=-100)  # shift the labels, not the (B, T, V) logits: no copy
