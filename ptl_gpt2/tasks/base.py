@@ -31,7 +31,8 @@ class GPT2Task(L.LightningModule):
             `{class_path: ptl_gpt2.optim.AdamW, init_args: {lr: 1e-5}}`.
         lr_scheduler: optional; stepped every optimizer step (`interval: step`).
         monitor_patience: stop early when the dev metric has not improved for this many validations.
-        compile: compile the backbone with `torch.compile` when the model is configured: `true`, or
+        compile: compile the backbone's transformer (embeddings, blocks, final norm; the LM head
+            stays eager) with `torch.compile` when the model is configured: `true`, or
             a dict of `torch.compile` options (`{mode: max-autotune}`). Worth it on a GPU for long
             runs; the first step pays the compilation (over a minute for the tiny model on 2 CPU cores).
         smart: SMART adversarial regularisation (`{class_path: ptl_gpt2.regularization.SMART}`);
@@ -66,9 +67,11 @@ class GPT2Task(L.LightningModule):
             self.automatic_optimization = False
 
     def configure_model(self) -> None:
-        # Module.compile compiles in place, so state-dict keys (and checkpoints) stay the same.
+        # Module.compile compiles in place, so state-dict keys (and checkpoints) stay the same. The
+        # transformer, not the whole GPT2: classification, cloze and the fused LM loss call
+        # `model.transformer` directly and would skip a compiled `GPT2.__call__`.
         if self.compile_options is not False and not getattr(self, "_compiled", False):
-            self.model.compile(**self.compile_options)
+            self.model.transformer.compile(**self.compile_options)
             self._compiled = True
 
     # --- what each task defines -------------------------------------------------------------

@@ -22,8 +22,7 @@ class LanguageModel(GPT2Task):
     Training and evaluation fuse the LM head into the loss (`ptl_gpt2.ops.linear_cross_entropy`), so
     the (B, T, V) logits are never built; `task_outputs` still returns them for SMART and callers
     that want them. The logits path is kept when the head is not a plain bias-free `nn.Linear`
-    (LoRA on `lm_head`, a quantised or hooked head) or the backbone is compiled (the fused path
-    calls `model.transformer`, which `compile` does not cover). See docs/ops.md.
+    (LoRA on `lm_head`, a quantised or hooked head). See docs/ops.md.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -42,7 +41,7 @@ class LanguageModel(GPT2Task):
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
         head = self.model.lm_head
         plain_head = type(head) is nn.Linear and head.bias is None and not (head._forward_hooks or head._forward_pre_hooks)
-        if not plain_head or getattr(self.model, "_compiled_call_impl", None) is not None:
+        if not plain_head:
             return super().loss(batch)
         ids, mask = batch["input_ids"], batch["attention_mask"]
         hidden = self.model.transformer(ids, mask)  # (B, T, C)

@@ -105,11 +105,23 @@ def test_compile_option_compiles_in_place_and_trains(tmp_path):
     import lightning as L
     from torch.utils.data import DataLoader
 
-    task = LanguageModel(compile={"backend": "eager"}, **TINY)  # eager: dynamo without code generation
+    graphs = []
+
+    def counting_backend(gm, example_inputs):  # dynamo hands each captured graph here; run it eagerly
+        graphs.append(gm)
+        return gm.forward
+
     b = batch((6, 6))
-    loader = DataLoader([{k: v[i] for k, v in b.items() if k in ("input_ids", "attention_mask")} for i in range(2)], batch_size=2)
-    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path)
-    trainer.fit(task, loader)
-    assert task.model._compiled_call_impl is not None  # nn.Module.compile was applied
-    assert "model.transformer.wte.weight" in task.state_dict()  # checkpoints keep their keys
+    for task in (LanguageModel(compile={"backend": counting_backend}, **TINY),
+                 SentimentClassifier(num_classes=2, compile={"backend": counting_backend}, **TINY)):
+        graphs.clear()
+        torch._dynamo.reset()  # else the second task may reuse the first one's compiled code
+        keys = ("input_ids", "attention_mask", "labels") if isinstance(task, SentimentClassifier) else ("input_ids", "attention_mask")
+        loader = DataLoader([{k: v[i] for k, v in b.items() if k in keys} for i in range(2)], batch_size=2)
+        trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, default_root_dir=tmp_path)
+        trainer.fit(task, loader)
+        assert task.model.transformer._compiled_call_impl is not None  # nn.Module.compile was applied
+        # The training step ran the compiled transformer (the classifier and the fused LM loss call it directly).
+        assert graphs, type(task).__name__
+        assert "model.transformer.wte.weight" in task.state_dict()  # checkpoints keep their keys
