@@ -368,3 +368,32 @@ def test_top_p_filter_equals_the_sorting_definition(scale):
         expected = torch.zeros_like(logits, dtype=torch.bool)
         expected.scatter_(-1, order, mass_before < p)
         assert torch.equal(top_p_filter(logits, p).isfinite(), expected)
+
+
+# ----------------------------------------------------------------------------- the preallocated KV cache
+def test_reserved_cache_holds_what_concatenation_holds_without_new_tensors_per_step():
+    from ptl_gpt2.model.kv_cache import KVCache
+
+    g = torch.Generator().manual_seed(0)
+    steps = [torch.randn(2, 2, T, 4, 2, generator=g) for T in (3, 1, 1, 1, 1)]  # prefill, then one token a step
+    plain, reserved = KVCache(1), KVCache(1)
+    with torch.inference_mode():
+        reserved.reserve(5)  # 7 positions arrive: the buffer must grow once
+        pointers = []
+        for i, kv in enumerate(steps):
+            k, v = kv.unbind(-1)
+            expected = plain.update(0, k, v)
+            got = reserved.update(0, k, v)
+            assert all(torch.equal(a, b) for a, b in zip(got, expected))
+            pointers.append(got[0].data_ptr())
+            if i == 2:
+                index = torch.tensor([1, 1])  # beam search keeps row 1 twice
+                plain.reorder(index)
+                reserved.reorder(index)
+                assert all(torch.equal(a, b) for a, b in zip(reserved.keys + reserved.values, plain.keys + plain.values))
+                pointers.append(reserved.keys[0].data_ptr())
+    assert reserved.seq_len == plain.seq_len == 7
+    # Only the reorder and the one overflow (position 6 > capacity 5) move the buffer.
+    assert len(set(pointers)) == 3
+    with pytest.raises(RuntimeError, match="inference"):
+        KVCache(1).reserve(5)  # grad enabled: in-place writes would break autograd
