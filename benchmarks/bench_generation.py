@@ -2,7 +2,7 @@
 
 The `gpt2` (124M) preset with random weights (no pretrained weights are available offline); speed does
 not depend on the weights, except that decoding must not stop early, so end-of-text is switched off.
-Prints one JSON object. `python benchmarks/bench_generation.py [--quick] [--device cuda] [--threads 1]`
+Prints one JSON object. `python benchmarks/bench_generation.py [--quick] [--device cuda] [--threads 1] [--compare-packing]`
 """
 
 from __future__ import annotations
@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face comparison")
     parser.add_argument("--threads", type=int, help="torch CPU threads (on a busy machine 1 avoids spinning threads)")
+    parser.add_argument("--compare-packing", action="store_true",
+                        help="also decode with torch.backends.mkldnn.enabled = False: F.linear instead of packed oneDNN linears")  # fmt: skip
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -96,6 +98,16 @@ def main() -> None:
     for b, prompts in prompts_of.items():
         cached, cached_ids = ours(model, prompts, args.new_tokens, True, device)
         uncached, uncached_ids = ours(model, prompts, no_cache_tokens, False, device)
+        row = {}
+        if args.compare_packing:  # generate packs batches of 2+ rows only (docs/generation.md, "Speed on CPU")
+            torch.backends.mkldnn.enabled, was_enabled = False, torch.backends.mkldnn.enabled
+            plain, plain_ids = ours(model, prompts, args.new_tokens, True, device)
+            torch.backends.mkldnn.enabled = was_enabled
+            row = {
+                "plain_linear_tokens_per_s": round(plain, 2),
+                "packing_speedup": round(cached / plain, 2),
+                "same_tokens_plain_linear": plain_ids == cached_ids,
+            }
         results.append(
             {
                 "batch": b,
@@ -106,6 +118,7 @@ def main() -> None:
                 "cache_speedup": round(cached / uncached, 2),
                 # Same tokens either way (up to float ties), over the shorter horizon.
                 "same_tokens": _prefixes(cached_ids, no_cache_tokens) == _prefixes(uncached_ids, args.new_tokens),
+                **row,
             }
         )
     report = {

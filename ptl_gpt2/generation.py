@@ -17,15 +17,24 @@ Conventions (see docs/generation.md):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .ops.packed_linear import packed_linears
 from .tokenizer import EOT, EOT_ID
 
 StopCondition = Callable[[list[int]], bool]
+
+# Batched generation on CPU runs the plain float32 linears through oneDNN with packed weights
+# (ops/packed_linear.py) when it decodes at least this many tokens: packing GPT-2 124M takes about
+# 0.4 s, which a batch of 12 wins back in a few steps. One row (batch 1, no beams or best-of) keeps
+# F.linear: its gain is small and it turned into a 3x loss when other processes shared the cores
+# (docs/generation.md, "Speed on CPU").
+PACK_MIN_NEW_TOKENS = 16
 
 
 @dataclass
@@ -95,6 +104,8 @@ class _Decoder:
         self.mask = None if mask is None else torch.cat([mask, mask.new_ones(B, max_new)], dim=1)
         self.length = T0  # tokens in the sequences so far
         self.kv_cache = model.new_kv_cache() if use_cache else None
+        if self.kv_cache is not None:
+            self.kv_cache.reserve(T0 + max_new)  # write into buffers: no concatenation per step
 
     def next_logits(self) -> torch.Tensor:
         """Logits (B, V) of the token after the current sequences, in float32."""
@@ -145,7 +156,9 @@ def generate(
     Generation of a sequence ends at `eos_token_id` (None: never) or when `stop_when(new_ids)` says
     so (not with beams). `seed` seeds a private generator, never the global RNG; the same seed, model,
     prompts and knobs give the same output. The model runs in eval mode under inference mode and gets
-    its previous mode back.
+    its previous mode back. On CPU, batches of more than one row decoding at least
+    `PACK_MIN_NEW_TOKENS` tokens run the plain float32 `nn.Linear`s through oneDNN with packed
+    weights (`ops.packed_linear`; off switch: `torch.backends.mkldnn.enabled = False`).
     """
     _check_options(
         model, prompts, max_new_tokens, do_sample, temperature, top_k, top_p,
@@ -154,8 +167,11 @@ def generate(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    rows = len(prompts) * max(num_beams, best_of)  # decoded together each step
+    pack = rows > 1 and max_new_tokens >= PACK_MIN_NEW_TOKENS
+    packing = packed_linears(model) if pack else nullcontext()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), packing:
             if num_beams > 1:
                 ids, mask = _left_pad(prompts, device)
                 return _beam_search(
