@@ -5,11 +5,12 @@
     python benchmarks/bench_train_vs_hf.py --preset tiny --steps 2 --new-tokens 8   # smoke test
 
 Same config (random weights, dropout 0.1 as GPT-2 fine-tunes), same batch of random tokens with a
-full attention mask, same optimizer (AdamW, foreach), same process. Ours and Hugging Face's steps
+full attention mask, same optimizer (ptl_gpt2.optim.AdamW: torch's fused kernel, which is also the Hugging Face
+Trainer's default `adamw_torch_fused`), same process. Ours and Hugging Face's steps
 are *interleaved* (ours, HF, ours, HF, ...) after `--warmup` steps each, so load from other jobs on
 a shared machine falls on both alike; tokens/s come from the median step time. Rows:
 
-    lm              LanguageModel.task_loss  vs GPT2LMHeadModel(labels=...)
+    lm              LanguageModel.loss (fused head + cross-entropy) vs GPT2LMHeadModel(labels=...)
     classification  SentimentClassifier (head on hidden states)   vs GPT2ForSequenceClassification
     cloze           ParaphraseDetection (2 logits at 1 position) vs GPT2LMHeadModel full logits, pick 2
     lora            LoRA r=8 on c_attn (ptl_gpt2.peft.inject_lora) vs peft LoRA r=8 on c_attn, LM loss
@@ -91,17 +92,17 @@ def pair(kind: str, preset: str, b: dict) -> tuple[Callable[[], None], Callable[
             inject_lora(ours.model, ["c_attn"], r=8, alpha=16)
             hf = get_peft_model(hf, LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn"], fan_in_fan_out=True,
                                                lora_dropout=0.0, task_type="CAUSAL_LM"))
-        ours_loss = lambda: ours.task_loss(ours.task_outputs(b), b)  # noqa: E731
+        ours_loss = lambda: ours.loss(b)  # noqa: E731
         hf_loss = lambda: hf(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["input_ids"]).loss  # noqa: E731
     elif kind == "classification":
         ours = SentimentClassifier(num_classes=2, preset=preset)
         hf = GPT2ForSequenceClassification(hf_config(preset, num_labels=2, pad_token_id=50256))
-        ours_loss = lambda: ours.task_loss(ours.task_outputs(b), b)  # noqa: E731
+        ours_loss = lambda: ours.loss(b)  # noqa: E731
         hf_loss = lambda: hf(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"]).loss  # noqa: E731
     elif kind == "cloze":
         ours = ParaphraseDetection(preset=preset)
         hf = GPT2LMHeadModel(hf_config(preset))
-        ours_loss = lambda: ours.task_loss(ours.task_outputs(b), b)  # noqa: E731
+        ours_loss = lambda: ours.loss(b)  # noqa: E731
 
         def hf_loss() -> torch.Tensor:  # what a plain HF port does: all logits, then pick 2 at the last token
             logits = hf(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits  # (B, T, V)
@@ -186,7 +187,7 @@ def memory_child(impl: str, mode: str, preset: str, B: int, T: int) -> None:
 
             module.model.requires_grad_(False)
             inject_lora(module.model, ["c_attn"], r=8, alpha=16)
-        loss = lambda: module.task_loss(module.task_outputs(b), b)  # noqa: E731
+        loss = lambda: module.loss(b)  # noqa: E731
     else:
         from transformers import GPT2LMHeadModel
 
