@@ -94,3 +94,13 @@ def test_shipped_lora_grid_is_4_by_4_on_the_sst_quick_recipe():
     assert args.index("--trainer.callbacks+=ptl_gpt2.peft.LoRA") < args.index("--trainer.callbacks.r=1")
     assert task_name([str(ROOT / c) for c in runs[0].configs]) == "sst"
     assert task_name([str(ROOT / "configs/sst/quick.yaml"), str(ROOT / "configs/knobs/smart.yaml")]) == "sst"
+
+
+def test_quick_tasks_grid_runs_every_classification_recipe_with_three_seeds():
+    from ptl_gpt2.sweep.grid import task_name
+
+    runs = expand(load_grid(ROOT / "configs/sweeps/quick_tasks.yaml"))
+    assert len(runs) == 9
+    assert sorted({task_name(r.configs) for r in runs}) == ["cfimdb", "quora", "sst"]
+    assert sorted(r.seed for r in runs) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert all((ROOT / c).is_file() for r in runs for c in r.configs)
