@@ -97,8 +97,6 @@ def test_shipped_lora_grid_is_4_by_4_on_the_sst_quick_recipe():
 
 
 def test_quick_tasks_grid_runs_every_classification_recipe_with_three_seeds():
-    from ptl_gpt2.sweep.grid import task_name
-
     runs = expand(load_grid(ROOT / "configs/sweeps/quick_tasks.yaml"))
     assert len(runs) == 9
     assert sorted({task_name(r.configs) for r in runs}) == ["cfimdb", "quora", "sst"]
