@@ -10,8 +10,8 @@ class KVCache:
 
     By default each update concatenates (differentiable: prefix tuning trains through it). After
     `reserve(capacity)` updates write into per-layer buffers instead and `keys`/`values` are views
-    of them: no new tensor per step (generation; with batch 12 and 160 positions, GPT-2 124M spent
-    half of each step in the concatenations).
+    of them: no new tensor per step (generation; with batch 12 over positions 32-160 the
+    concatenations cost GPT-2 124M 8.4 ms a step, ~12% of a packed decoding step).
     """
 
     def __init__(self, n_layer: int) -> None:
