@@ -39,14 +39,20 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str] | None = None) -> None:
     args, extra = parse(sys.argv[1:] if argv is None else list(argv))
-    spec = load_grid(args.grid)
+    try:
+        spec = load_grid(args.grid)
+    except ValueError as err:  # a malformed grid file: the message names the file and the key
+        raise SystemExit(f"ptl-gpt2 sweep: error: {err}") from None
     # Extra arguments go before the grid's own overrides, so a grid axis still wins over them.
     spec["fixed"] = {**{a.split("=", 1)[0].removeprefix("--"): a.split("=", 1)[1] for a in extra if "=" in a},
                      **spec["fixed"]}
     bad = [a for a in extra if "=" not in a or not a.startswith("--")]
     if bad:
         raise SystemExit(f"ptl-gpt2 sweep: arguments after -- must look like --key=value, got {bad}")
-    runs = expand(spec, args.config, args.seeds)
+    try:
+        runs = expand(spec, args.config, args.seeds)
+    except ValueError as err:
+        raise SystemExit(f"ptl-gpt2 sweep: error: {err}") from None
     if args.list:
         for run in runs:
             print(json.dumps({"index": run.index, "name": run.name,

@@ -118,3 +118,12 @@ def test_lora_grid_point_trains_only_the_adapters_and_head(tmp_path, monkeypatch
     (summary,) = (tmp_path / "sweep").glob("*/summary.json")
     assert summary.parent.name.startswith("r=16_alpha=1,seed=0_")
     assert json.loads(summary.read_text())["trainable_params"] == 2 * 16 * (64 + 192) + 325
+
+
+def test_a_malformed_grid_file_is_one_line_naming_the_file(tmp_path):
+    grid = tmp_path / "bad.yaml"
+    grid.write_text("grid:\n  configs: [configs/sst/quick.yaml]\n")  # an axis value must be a list of files
+    with pytest.raises(SystemExit) as exit_info:
+        sweep_main(["--grid", str(grid), "--out", str(tmp_path / "out")])
+    message = str(exit_info.value.code)
+    assert message.startswith("ptl-gpt2 sweep: error: ") and str(grid) in message and "configs" in message
