@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
+from ..ops.dropout_attention import dropout_attention
 from .config import GPT2Config
 from .kv_cache import KVCache
 
@@ -27,6 +28,7 @@ from .kv_cache import KVCache
 # padded batches and KV-cached decoding bring a new shape almost every step (a bf16 pass over
 # variable-length batches ran ~15x slower on an H100 with it).
 ATTENTION_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+FULL_PRECISION = (torch.float32, torch.float64)
 
 
 Rotary = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (B or 1, 1, T, hs)
@@ -75,16 +77,15 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)  # (B, nh, T_past + T, hs)
-        with sdpa_kernel(ATTENTION_BACKENDS):
-            y = F.scaled_dot_product_attention(
-                q,
-                k,
-                v,
-                attn_mask=mask,
-                dropout_p=self.attn_pdrop if self.training else 0.0,
-                # Without a mask and without earlier tokens, the plain causal mask applies (flash path).
-                is_causal=mask is None and k.size(2) == T and T > 1,
-            )
+        dropout_p = self.attn_pdrop if self.training else 0.0
+        # Without a mask and without earlier tokens, the plain causal mask applies (flash path).
+        is_causal = mask is None and k.size(2) == T and T > 1
+        if dropout_p > 0 and q.device.type == "cpu" and q.dtype in FULL_PRECISION and torch.is_grad_enabled():
+            # SDPA's CPU flash kernel has no dropout; its math path would keep two (T, T) floats per layer
+            y = dropout_attention(q, k, v, mask, dropout_p, is_causal)
+        else:
+            with sdpa_kernel(ATTENTION_BACKENDS):
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
