@@ -31,9 +31,10 @@ StopCondition = Callable[[list[int]], bool]
 
 # Batched generation on CPU runs the plain float32 linears through oneDNN with packed weights
 # (ops/packed_linear.py) when it decodes at least this many tokens: packing GPT-2 124M takes about
-# 0.4 s, which a batch of 12 wins back in a few steps. One row (batch 1, no beams or best-of) keeps
-# F.linear: its gain is small and it turned into a 3x loss when other processes shared the cores
-# (docs/generation.md, "Speed on CPU").
+# 0.4 s, which a batch of 12 wins back in a few steps. One row (batch 1, no beams or best-of) runs
+# only the LM head through oneDNN, on its weight as it is (no copy): oneDNN reads it on both threads
+# where F.linear uses one; the block linears gain less and turned into a loss when other processes
+# shared the cores (docs/generation.md, "Speed on CPU").
 PACK_MIN_NEW_TOKENS = 16
 
 
@@ -158,7 +159,8 @@ def generate(
     prompts and knobs give the same output. The model runs in eval mode under inference mode and gets
     its previous mode back. On CPU, batches of more than one row decoding at least
     `PACK_MIN_NEW_TOKENS` tokens run the plain float32 `nn.Linear`s through oneDNN with packed
-    weights (`ops.packed_linear`; off switch: `torch.backends.mkldnn.enabled = False`).
+    weights, and one row runs a plain float32 LM head through oneDNN unpacked (`ops.packed_linear`;
+    off switch: `torch.backends.mkldnn.enabled = False`).
     """
     _check_options(
         model, prompts, max_new_tokens, do_sample, temperature, top_k, top_p,
@@ -168,8 +170,10 @@ def generate(
     was_training = model.training
     model.eval()
     rows = len(prompts) * max(num_beams, best_of)  # decoded together each step
-    pack = rows > 1 and max_new_tokens >= PACK_MIN_NEW_TOKENS
-    packing = packed_linears(model) if pack else nullcontext()
+    if rows > 1:
+        packing = packed_linears(model) if max_new_tokens >= PACK_MIN_NEW_TOKENS else nullcontext()
+    else:
+        packing = packed_linears(model.lm_head, prepack=False)
     try:
         with torch.inference_mode(), packing:
             if num_beams > 1:

@@ -33,6 +33,7 @@ def model() -> GPT2:
     return GPT2(GPT2Config.from_name("tiny", vocab_size=2048)).eval()  # a small vocabulary: fast generation
 
 
+@pytest.mark.parametrize("prepack", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize(
     "make_input",
@@ -43,12 +44,12 @@ def model() -> GPT2:
         lambda: torch.randn(3, 5, 64)[:, -1],  # not contiguous: the last position of each row
     ],
 )
-def test_packed_linear_is_close_to_f_linear(make_input, bias):
+def test_packed_linear_is_close_to_f_linear(make_input, bias, prepack):
     linear = make_linear(bias=bias)
     x = make_input()
     with torch.inference_mode():
         expected = F.linear(x, linear.weight, linear.bias)
-        with packed_linears(linear) as n:
+        with packed_linears(linear, prepack=prepack) as n:
             assert n == 1 and is_patched(linear)
             y = linear(x)
     assert y.shape == expected.shape
@@ -154,8 +155,8 @@ def test_generate_with_packing_emits_the_same_tokens(model, monkeypatch, options
     packed = []
 
     @contextlib.contextmanager
-    def spy(m):
-        with packed_linears(m) as n:
+    def spy(*m, **kw):
+        with packed_linears(*m, **kw) as n:
             packed.append(n)
             yield n
 
@@ -171,7 +172,42 @@ def test_generate_with_packing_emits_the_same_tokens(model, monkeypatch, options
     assert not any(is_patched(m) for m in model.modules())
 
 
-@pytest.mark.parametrize("prompts, shorter", [(PROMPTS, 1), (PROMPTS[:1], 0)], ids=["short", "one-row"])
-def test_short_and_one_row_generations_are_not_packed(model, monkeypatch, prompts, shorter):
-    monkeypatch.setattr(generation, "packed_linears", lambda m: pytest.fail("packed"))
-    generate(model, prompts, max_new_tokens=generation.PACK_MIN_NEW_TOKENS - shorter, eos_token_id=None)
+def test_short_batched_generations_are_not_packed(model, monkeypatch):
+    monkeypatch.setattr(generation, "packed_linears", lambda *m, **kw: pytest.fail("packed"))
+    generate(model, PROMPTS, max_new_tokens=generation.PACK_MIN_NEW_TOKENS - 1, eos_token_id=None)
+
+
+@pytest.mark.parametrize("max_new_tokens", [1, 20])
+def test_one_row_runs_only_the_lm_head_through_onednn_unpacked(model, monkeypatch, max_new_tokens):
+    calls = []
+
+    @contextlib.contextmanager
+    def spy(*modules, prepack=True):
+        with packed_linears(*modules, prepack=prepack) as n:
+            calls.append((modules, prepack, n))
+            yield n
+
+    def no_copy(weight):
+        raise AssertionError("the weight was copied")
+
+    monkeypatch.setattr(generation, "packed_linears", spy)
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", no_copy)
+    out = generate(model, PROMPTS[:1], max_new_tokens=max_new_tokens, eos_token_id=None)
+    assert calls == [((model.lm_head,), False, 1)]  # tied to the embedding: the head is patched, wte is not
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # the off switch
+    plain = generate(model, PROMPTS[:1], max_new_tokens=max_new_tokens, eos_token_id=None)
+    assert calls[-1] == ((model.lm_head,), False, 0)
+    assert out.token_ids == plain.token_ids
+    torch.testing.assert_close(out.logprobs, plain.logprobs, rtol=1e-4, atol=1e-4)
+    assert not any(is_patched(m) for m in model.modules())
+
+
+def test_without_prepacking_a_non_contiguous_weight_keeps_the_plain_path():
+    linear = make_linear()
+    linear.weight = nn.Parameter(torch.randn(64, 96).t())  # (96, 64) viewed from a transposed tensor
+    with torch.inference_mode(), packed_linears(linear, prepack=False) as n:
+        assert n == 0 and not is_patched(linear)
+    with torch.inference_mode(), packed_linears(linear) as n:  # packing copies it into oneDNN's layout
+        assert n == 1
+        x = torch.randn(3, 64)
+        torch.testing.assert_close(linear(x), F.linear(x, linear.weight, linear.bias), rtol=1e-4, atol=1e-5)
