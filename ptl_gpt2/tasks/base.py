@@ -137,7 +137,13 @@ def build_backbone(
         raise FileNotFoundError(f"model.pretrained: {err}") from None
 
 
-def last_token_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Hidden state (B, C) of each sequence's last real token in a right-padded batch (B, T, C)."""
-    last = attention_mask.sum(dim=1) - 1  # (B,)
-    return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+def last_token_hidden(model: GPT2, batch: dict[str, Any], inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """Final hidden state (B, C) of each sequence's last real token in a right-padded batch.
+
+    The backbone's last block runs at that token only (`output_positions`): a classifier reads
+    nothing else.
+    """
+    mask = batch["attention_mask"]
+    ids = None if inputs_embeds is not None else batch["input_ids"]
+    last = mask.sum(dim=1) - 1  # (B,)
+    return model.transformer(ids, mask, inputs_embeds=inputs_embeds, output_positions=last)

@@ -39,9 +39,7 @@ class ClozeClassifier(ClassificationTask):
         self.verbalizer_ids = [_single_token(word) for word in verbalizer]
 
     def task_outputs(self, batch: dict[str, Any], inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        ids = None if inputs_embeds is not None else batch["input_ids"]
-        hidden = self.model.transformer(ids, batch["attention_mask"], inputs_embeds=inputs_embeds)
-        last = last_token_hidden(hidden, batch["attention_mask"])  # (B, C)
+        last = last_token_hidden(self.model, batch, inputs_embeds)  # (B, C)
         return last @ self.model.lm_head.weight[self.verbalizer_ids].T  # (B, 2)
 
     def prediction_value(self, class_index: int) -> int:

@@ -46,9 +46,8 @@ class SentimentClassifier(ClassificationTask):
             self.model.requires_grad_(False)
 
     def task_outputs(self, batch: dict[str, Any], inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        ids = None if inputs_embeds is not None else batch["input_ids"]
-        hidden = self.model.transformer(ids, batch["attention_mask"], inputs_embeds=inputs_embeds)  # (B, T, C)
-        return self.head(self.dropout(last_token_hidden(hidden, batch["attention_mask"])))  # (B, K)
+        last = last_token_hidden(self.model, batch, inputs_embeds)  # (B, C)
+        return self.head(self.dropout(last))  # (B, K)
 
     def write_predictions(self, rows: list[tuple[Any, ...]]) -> Path:
         split = getattr(self.trainer.datamodule, "predict_split", "test")

@@ -130,3 +130,58 @@ def test_matches_hugging_face_gpt2(tiny_model, tmp_path):
         torch.testing.assert_close(tiny_model(x), hf(x).logits, atol=1e-5, rtol=1e-5)
         ours, theirs = tiny_model(x, mask), hf(x, attention_mask=mask).logits
     torch.testing.assert_close(ours[1, :6], theirs[1, :6], atol=1e-5, rtol=1e-5)
+
+
+def _right_padded(B: int = 3, T: int = 9) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x = ids(B, T)
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[1, 5:] = 0  # shorter rows, right-padded
+    mask[2, 2:] = 0
+    return x, mask, mask.sum(1) - 1
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["no padding", "right padding"])
+@pytest.mark.parametrize("options", [{}, {"activation_checkpointing": True}, {"position_embedding": "rope", "norm": "rmsnorm"}])
+def test_output_positions_equal_the_full_forward_at_those_positions(padded, options):
+    torch.manual_seed(0)
+    no_dropout = {"embd_pdrop": 0.0, "attn_pdrop": 0.0, "resid_pdrop": 0.0}
+    # train mode (activation checkpointing works in training only), float64: the two paths round differently
+    model = GPT2(GPT2Config.from_name("tiny", **options, **no_dropout)).double().train()
+    x, mask, last = _right_padded()
+    if not padded:
+        mask, last = None, torch.tensor([8, 4, 0])  # any position, not only the last
+    full = model.transformer(x, mask)  # (B, T, C)
+    picked = full[torch.arange(3), last]
+    pruned = model.transformer(x, mask, output_positions=last)  # (B, C)
+    torch.testing.assert_close(pruned, picked, atol=ATOL, rtol=1e-5)
+    grads = []
+    for out in (picked, pruned):
+        model.zero_grad()
+        out.square().sum().backward(retain_graph=True)
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for (name, _), a, b in zip(model.named_parameters(), *grads):
+        torch.testing.assert_close(b, a, msg=name)
+
+
+def test_output_positions_with_a_cached_prefix_equal_the_full_forward():
+    torch.manual_seed(0)
+    model = GPT2(GPT2Config.from_name("tiny")).eval()
+    x, mask, last = _right_padded()
+    with torch.no_grad():
+        expected = []
+        for pruned in (False, True):
+            cache = model.new_kv_cache()
+            model.transformer(x[:, :3], kv_cache=cache)  # 3 tokens already cached
+            out = model.transformer(x[:, 3:], kv_cache=cache, output_positions=last.clamp(max=5) if pruned else None)
+            expected.append(out if pruned else out[torch.arange(3), last.clamp(max=5)])
+    torch.testing.assert_close(expected[1], expected[0], atol=ATOL, rtol=1e-5)
+
+
+def test_output_positions_skip_the_last_blocks_mlp_elsewhere(tiny_model):
+    rows = []
+    hook = tiny_model.transformer.h[-1].mlp.c_fc.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[:-1]))
+    try:
+        tiny_model.transformer(ids(3, 9), output_positions=torch.tensor([8, 4, 0]))
+    finally:
+        hook.remove()
+    assert rows == [(3, 1)]
