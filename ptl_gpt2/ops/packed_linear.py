@@ -1,11 +1,12 @@
-"""Plain `nn.Linear`s through oneDNN with prepacked weights, for float32 inference on CPU.
+"""Plain `nn.Linear`s through oneDNN, with prepacked weights or as they are, for float32 inference on CPU.
 
 On CPU `F.linear` reads the weight in its plain (out, in) layout on every call. oneDNN's
 `mkldnn._linear_pointwise` takes a weight reordered once into its own blocked layout
 (`mkldnn._reorder_linear_weight`) and is much faster for the few rows of a decoding step: GPT-2
 124M's LM head (50257 x 768) took 17-19 ms instead of 42-50 ms for 12 rows on a 2-core AVX2 machine
 (2 threads, idle). For one row the gain is small, and with 1 thread or a busy second core it is a
-loss, so `generate` packs batches of 2+ rows only (docs/generation.md, "Speed on CPU").
+loss, so `generate` packs batches of 2+ rows only (docs/generation.md, "Speed on CPU"); one row
+sends only its LM head through oneDNN, unpacked (below).
 
 `packed_linears(model)` gives every module whose type is exactly `nn.Linear` a packed forward for
 the duration of a `with` block and puts the class's forward back on exit (also on an exception).
