@@ -169,8 +169,8 @@ def generate(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    rows = len(prompts) * max(num_beams, best_of)  # decoded together each step
-    if rows > 1:
+    n_rows = len(prompts) * max(num_beams, best_of)  # decoded together each step
+    if n_rows > 1:
         packing = packed_linears(model) if max_new_tokens >= PACK_MIN_NEW_TOKENS else nullcontext()
     else:
         packing = packed_linears(model.lm_head, prepack=False)
