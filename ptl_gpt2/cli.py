@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def entry() -> None:
     """The `ptl-gpt2` console script: `main`, with the errors a user can fix printed as one line
-    (missing or malformed data, a checkpoint that is not there, a precision this machine lacks);
-    set PTL_GPT2_TRACEBACK=1 to see their tracebacks too."""
+    (missing or malformed data, a checkpoint or other given file that is not there, a precision this
+    machine lacks); set PTL_GPT2_TRACEBACK=1 to see their tracebacks too."""
     from datamodules import DataFileNotFoundError, DataFormatError
 
     from .model.checkpoint import CheckpointError
@@ -120,7 +120,9 @@ def entry() -> None:
 
     try:
         main()
-    except (DataFileNotFoundError, DataFormatError, CheckpointError, PrecisionUnavailableError) as err:
+    # FileNotFoundError: every path the commands take (--checkpoint, --grid, --prompts-file, a hub name
+    # offline, ...) is checked with a message naming the option and the path.
+    except (DataFileNotFoundError, FileNotFoundError, DataFormatError, CheckpointError, PrecisionUnavailableError) as err:
         if os.environ.get("PTL_GPT2_TRACEBACK"):
             raise
         sys.exit(f"ptl-gpt2: error: {err}")
