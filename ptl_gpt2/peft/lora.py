@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..ops.dropout import Dropout
+
 # Short names accepted in `target_modules`; a name matches a module whose dotted path ends with it.
 TARGETS = ("c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj", "lm_head")
 
@@ -52,7 +54,7 @@ class LoRALinear(nn.Linear):
         self.register_parameter("bias", base.bias)
         self.r, self.alpha, self.rslora, self.dora = r, alpha, rslora, dora
         self.scaling = alpha / math.sqrt(r) if rslora else alpha / r
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
         n_rows = self.out_features if rows is None else len(rows)
         factory = {"device": base.weight.device, "dtype": base.weight.dtype}
         self.lora_A = nn.Parameter(torch.empty(r, self.in_features, **factory))
