@@ -98,9 +98,13 @@ class LoRALinear(nn.Linear):
         return norm.index_copy(0, self.lora_rows, self.lora_magnitude)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        base = F.linear(x, self.weight)  # (..., out), no bias yet
-        update = F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.full_B()) * self.scaling
-        out = base + update if not self.dora else self.dora_scale() * (base + update)
+        h = F.linear(self.lora_dropout(x), self.lora_A)  # (..., r)
+        if not self.dora:  # W0 x + b, then + s (A x) B^T inside one addmm: no separate scale or add pass
+            base = F.linear(x, self.weight, self.bias)  # (..., out)
+            out = torch.addmm(base.reshape(-1, self.out_features), h.reshape(-1, self.r), self.full_B().t(), alpha=self.scaling)
+            return out.view(base.shape)
+        base = F.linear(x, self.weight)  # (..., out), the bias comes after DoRA's scale
+        out = self.dora_scale() * (base + F.linear(h, self.full_B()) * self.scaling)
         return out if self.bias is None else out + self.bias
 
     @torch.no_grad()

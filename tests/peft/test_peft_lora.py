@@ -48,16 +48,26 @@ def test_starts_as_the_pretrained_function():
 
 
 @pytest.mark.parametrize("rslora", [False, True])
-def test_forward_is_w0x_plus_scaled_BAx(rslora):
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(4, 6), (3, 4, 6), (6,)])
+def test_forward_and_gradients_are_w0x_plus_scaled_BAx(rslora, bias, shape):
     torch.manual_seed(0)
-    base = nn.Linear(6, 5)
+    base = nn.Linear(6, 5, bias=bias, dtype=torch.float64)
     lora = LoRALinear(base, r=2, alpha=3.0, rslora=rslora)
     with torch.no_grad():
         lora.lora_B.normal_()
-    x = torch.randn(4, 6)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     s = 3.0 / math.sqrt(2) if rslora else 3.0 / 2
-    expected = x @ base.weight.T + base.bias + s * (x @ lora.lora_A.T @ lora.lora_B.T)
-    torch.testing.assert_close(lora(x), expected, rtol=0, atol=1e-6)
+    A, B = (t.detach().clone().requires_grad_() for t in (lora.lora_A, lora.lora_B))
+    expected = x @ base.weight.T + s * (x @ A.T @ B.T) + (base.bias if bias else 0)
+    out = lora(x)
+    assert out.shape == (*shape[:-1], 5)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    grad_out = torch.randn_like(out)
+    got = torch.autograd.grad(out, (x, lora.lora_A, lora.lora_B), grad_out)
+    want = torch.autograd.grad(expected, (x, A, B), grad_out)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-12)
 
 
 def test_qkv_mask_leaves_k_alone():
