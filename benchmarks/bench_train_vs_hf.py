@@ -29,6 +29,7 @@ import argparse
 import gc
 import json
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -116,16 +117,27 @@ def pair(kind: str, preset: str, b: dict) -> tuple[Callable[[], None], Callable[
     return train_step(ours, ours_loss), train_step(hf, hf_loss), info
 
 
-def interleaved(ours: Callable[[], None], hf: Callable[[], None], warmup: int, steps: int) -> tuple[list[float], list[float]]:
-    """Seconds per call of each, alternating ours and HF so both see the same machine load."""
+def interleaved(ours: Callable[[], None], hf: Callable[[], None], warmup: int, steps: int) -> tuple[list[float], list[float], dict]:
+    """Seconds per call of each, alternating ours and HF so both see the same machine load.
+
+    Also the median minor page faults per timed call of each: a step whose big tensors glibc maps
+    fresh from the kernel pays ~1 s of page faults per GB. Which tensors those are depends on the
+    process's heap history (earlier rows leave reusable free space), so a row run alone can read
+    differently from the same row after others; the counts show when that happens.
+    """
     times: tuple[list[float], list[float]] = ([], [])
+    faults: tuple[list[int], list[int]] = ([], [])
     for i in range(warmup + steps):
-        for fn, out in ((ours, times[0]), (hf, times[1])):
+        for fn, out, flt in ((ours, times[0], faults[0]), (hf, times[1], faults[1])):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             start = time.perf_counter()
             fn()
             if i >= warmup:
                 out.append(time.perf_counter() - start)
-    return times
+                flt.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    page_faults = {"ours_minor_page_faults_per_step": int(statistics.median(faults[0])),
+                   "hf_minor_page_faults_per_step": int(statistics.median(faults[1]))}
+    return times[0], times[1], page_faults
 
 
 def row(ours_s: list[float], hf_s: list[float], work: float, goal: float | None, unit: str = "tokens_per_s") -> dict:
@@ -166,7 +178,7 @@ def generation_rows(preset: str, new_tokens: int, warmup: int, steps: int) -> di
                 hf.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=new_tokens,
                             min_new_tokens=new_tokens, do_sample=False, pad_token_id=50256)
 
-        ours_s, hf_s = interleaved(run_ours, run_hf, warmup, steps)
+        ours_s, hf_s, _ = interleaved(run_ours, run_hf, warmup, steps)
         out[f"generate_batch{B}"] = row(ours_s, hf_s, B * new_tokens, GOALS.get(f"generate_batch{B}"))
     b1, b12 = out["generate_batch1"]["ours_tokens_per_s"], out["generate_batch12"]["ours_tokens_per_s"]
     out["ours_batch12_over_batch1"] = {"value": round(b12 / b1, 2), "goal": 6.0, "meets_goal": b12 / b1 >= 6.0}
@@ -287,8 +299,8 @@ def main() -> None:
         if kind not in only:
             continue
         ours, hf, info = pair(kind, args.preset, b)
-        ours_s, hf_s = interleaved(ours, hf, args.warmup, args.steps)
-        result[kind] = {**row(ours_s, hf_s, tokens, GOALS[kind]), **info,
+        ours_s, hf_s, page_faults = interleaved(ours, hf, args.warmup, args.steps)
+        result[kind] = {**row(ours_s, hf_s, tokens, GOALS[kind]), **info, **page_faults,
                         "ours_gflops_per_s": round(flops[kind] / statistics.median(ours_s) / 1e9, 1)}
         del ours, hf
         gc.collect()
