@@ -28,7 +28,7 @@ from .dropout import drop_mask
 class _DropoutAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, bias, drop, dropout_p: float):  # noqa: ANN001, ANN205 - autograd.Function
-        # One copy each now instead of one per matmul: the (B, T, nh, hs) views of the fused qkv
+        # One copy each now instead of one per matmul: the (B, nh, T, hs) views of the fused qkv
         # projection are not batched-matmul operands, and backward would copy them four more times.
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         scale = 1.0 / math.sqrt(q.size(-1))

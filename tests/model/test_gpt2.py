@@ -185,3 +185,13 @@ def test_output_positions_skip_the_last_blocks_mlp_elsewhere(tiny_model):
     finally:
         hook.remove()
     assert rows == [(3, 1)]
+
+
+def test_training_forward_with_dropout_traces_without_graph_breaks(tiny_config):
+    # The CPU dropout masks (ops.dropout) use an in-place random_ that Dynamo cannot capture; under
+    # torch.compile they must step aside, or every dropout would split the compiled graph.
+    import dataclasses
+
+    model = GPT2(dataclasses.replace(tiny_config, embd_pdrop=0.1, attn_pdrop=0.1, resid_pdrop=0.1)).train()
+    explained = torch._dynamo.explain(lambda x: model.transformer(x).sum())(ids(2, 9))
+    assert explained.graph_break_count == 0, explained.break_reasons

@@ -110,3 +110,11 @@ def test_other_devices_use_torch_dropout():
     x = torch.ones(2, 3, device="meta")
     assert dropout(x, 0.5).device.type == "meta"
     assert drop_mask((2, 3), 0.5, "meta").dtype == torch.bool
+
+
+def test_compiled_code_uses_torch_dropout_without_graph_breaks():
+    # Dynamo cannot capture the in-place random_; while it traces, the mask comes from torch.rand / F.dropout.
+    x = torch.randn(8, 8, requires_grad=True)
+    explained = torch._dynamo.explain(lambda t: dropout(t * 2, 0.5).sum() + drop_mask((4, 4), 0.5).sum())(x)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
