@@ -119,7 +119,11 @@ class GPT2Task(L.LightningModule):
             )
         ]
         if self.monitor_patience is not None:
-            callbacks.append(EarlyStopping(self.monitor, mode=self.monitor_mode, patience=self.monitor_patience))
+            # Checked after each validation, as documented: checked at the end of the training epoch
+            # (Lightning's default here), a run that `max_steps` ends mid-epoch, before any validation,
+            # stops with "Early stopping conditioned on metric ... which is not available".
+            callbacks.append(EarlyStopping(self.monitor, mode=self.monitor_mode, patience=self.monitor_patience,
+                                           check_on_train_epoch_end=False))
         return callbacks
 
 

@@ -125,3 +125,30 @@ def test_compile_option_compiles_in_place_and_trains(tmp_path):
         # The training step ran the compiled transformer (the classifier and the fused LM loss call it directly).
         assert graphs, type(task).__name__
         assert "model.transformer.wte.weight" in task.state_dict()  # checkpoints keep their keys
+
+
+def _fit_sentiment(tmp_path, monitor_patience, max_steps=-1, max_epochs=1, lr=1e-3):
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from ptl_gpt2.optim import AdamW
+
+    b = batch((4, 4, 3, 2), (1, 0, 1, 0))
+    rows = [{k: b[k][i] for k in ("input_ids", "attention_mask", "labels")} for i in range(4)]
+    task = SentimentClassifier(num_classes=2, monitor_patience=monitor_patience, optimizer=lambda p: AdamW(p, lr=lr), **TINY)
+    trainer = L.Trainer(max_steps=max_steps, max_epochs=max_epochs, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path)
+    trainer.fit(task, DataLoader(rows, batch_size=1), DataLoader(rows, batch_size=4))
+    return trainer
+
+
+def test_early_stopping_survives_max_steps_ending_before_any_validation(tmp_path):
+    # 4 batches an epoch, 2 steps: training ends mid-epoch, before the first validation.
+    trainer = _fit_sentiment(tmp_path, monitor_patience=1, max_steps=2)
+    assert trainer.global_step == 2
+
+
+def test_early_stopping_stops_after_patience_validations_without_improvement(tmp_path):
+    # lr 0: val/acc never changes, so the first validation sets the best and the next one stops the run.
+    trainer = _fit_sentiment(tmp_path, monitor_patience=1, max_epochs=10, lr=0.0)
+    assert trainer.should_stop and trainer.current_epoch == 2
