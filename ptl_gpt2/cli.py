@@ -27,15 +27,33 @@ COMMANDS = {
 }
 
 
+DEFAULT_LOG_DIR = "runs"
+
+
 def default_loggers() -> list[dict]:
     """CSV logs (and checkpoints) in runs/lightning_logs/version_N, TensorBoard logs in
-    runs/tensorboard/version_N when tensorboard is installed."""
-    loggers = [{"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}}]
+    runs/tensorboard/version_N when tensorboard is installed; `trainer.default_root_dir`, when
+    given, takes the place of runs/ (see `logs_under_default_root_dir`)."""
+    loggers = [{"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": DEFAULT_LOG_DIR}}]
     if importlib.util.find_spec("tensorboard") is not None:
         # Its own folder: in the CSV logger's folder it would take the next version number.
         loggers.append({"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                        "init_args": {"save_dir": "runs", "name": "tensorboard"}})
+                        "init_args": {"save_dir": DEFAULT_LOG_DIR, "name": "tensorboard"}})
     return loggers
+
+
+def logs_under_default_root_dir(config) -> None:
+    """`--trainer.default_root_dir DIR` moves the default loggers (and so checkpoints, the saved
+    config and the run summary) from runs/ to DIR, as it moves Lightning's own default logger.
+    A logger whose save_dir was set to something else is left alone."""
+    root = config.trainer.get("default_root_dir")
+    loggers = config.trainer.get("logger")
+    if root is None or not isinstance(loggers, list):
+        return
+    for logger in loggers:
+        init_args = logger.get("init_args") if hasattr(logger, "get") else None
+        if init_args is not None and init_args.get("save_dir") == DEFAULT_LOG_DIR:
+            init_args["save_dir"] = str(root)
 
 
 class GPT2CLI(LightningCLI):
@@ -49,10 +67,12 @@ class GPT2CLI(LightningCLI):
     """
 
     def before_instantiate_classes(self) -> None:
-        """Refuse a precision this machine cannot run (FP8 without TransformerEngine) before any work."""
+        """Refuse a precision this machine cannot run (FP8 without TransformerEngine) before any work;
+        hand clipping to SMART; put the default logs under `trainer.default_root_dir`."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_precision(config.trainer.precision, config.trainer.accelerator)
         hand_trainer_options_to_smart(config)
+        logs_under_default_root_dir(config)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = self._get(self.config_init, "trainer", default={})

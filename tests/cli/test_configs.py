@@ -177,3 +177,14 @@ def test_trainer_clipping_and_accumulation_move_to_smart():
     hand_trainer_options_to_smart(config)
     assert (config.trainer.gradient_clip_val, config.trainer.accumulate_grad_batches) == (None, 1)
     assert smart.init_args.gradient_clip_val == 1.0 and smart.init_args.accumulate_grad_batches == 4
+
+
+def test_default_root_dir_moves_the_default_logs(tmp_path):
+    config = ROOT / "configs/sst/quick.yaml"
+    one_step_with_logs = [a for a in ONE_STEP if a != "--trainer.logger=false"]
+    main(["fit", "--config", str(config), *one_step_with_logs, *fixture_args(config, tmp_path),
+          f"--trainer.default_root_dir={tmp_path / 'elsewhere'}"])
+    assert not (tmp_path / "runs").exists()
+    run = tmp_path / "elsewhere" / "lightning_logs" / "version_0"
+    assert (run / "metrics.csv").is_file() and (run / "summary.json").is_file()
+    assert list((run / "checkpoints").glob("*.ckpt"))
