@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,14 @@ class Run:
     configs: list[str]
     overrides: list[tuple[str, Any]]
     seed: int | None
-    point: dict[str, str] = field(default_factory=dict)  # axis -> short value, the report's row label
+    point: dict[str, str] = field(default_factory=dict)  # axis -> short value, the folder name's readable part
+    # axis -> the value as the report's row label shows it: the short value, unless another value on
+    # the axis has the same short value (see `unique_labels`); None: as `point`
+    labels: dict[str, str] | None = None
 
     @property
     def label(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.point.items()) or "base"
+        return " ".join(f"{k}={v}" for k, v in (self.labels or self.point).items()) or "base"
 
     @property
     def name(self) -> str:
@@ -50,7 +54,8 @@ class Run:
         restart finds the same folder even after the grid gained or lost values."""
         canonical = json.dumps([self.configs, self.overrides, self.seed], sort_keys=True, default=str)
         digest = hashlib.sha1(canonical.encode()).hexdigest()[:8]
-        slug = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", self.label.replace(" ", ","))[:80]
+        short = ",".join(f"{k}={v}" for k, v in self.point.items()) or "base"  # not `label`: it depends on the other values
+        slug = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", short)[:80]
         seed = "" if self.seed is None else f",seed={self.seed}"
         return f"{slug}{seed}_{digest}"
 
@@ -74,6 +79,23 @@ def short_value(value: Any) -> str:
     if isinstance(value, dict):
         name = value.get("class_path", "")
         return name.rsplit(".", 1)[-1] if name else json.dumps(value, sort_keys=True)
+    return cli_value(value)
+
+
+def unique_labels(values: list[Any]) -> list[str]:
+    """`short_value` of each value on an axis, or the value in full where two values would share a
+    short one (configs/sst/quick.yaml and configs/exp/quick.yaml; two AdamW with different lr): the
+    report groups runs by label, so a shared label would pool different runs as seeds of one row."""
+    short = [short_value(v) for v in values]
+    counts = Counter(short)
+    return [label if counts[label] == 1 else full_value(v) for label, v in zip(short, values)]
+
+
+def full_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "+".join(map(str, value)) or "base"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
     return cli_value(value)
 
 
@@ -114,15 +136,17 @@ def expand(spec: dict[str, Any], configs: list[str] | None = None, seeds: list[i
     base = list(configs or []) + list(spec.get("base") or [])
     seeds = seeds if seeds is not None else spec.get("seeds")
     axes = spec.get("grid") or {}
+    axis_labels = {k: unique_labels(v) for k, v in axes.items()}
     runs = []
-    for values in itertools.product(*axes.values()):
-        point = dict(zip(axes.keys(), values))
+    for picks in itertools.product(*(range(len(v)) for v in axes.values())):
+        point = {k: axes[k][i] for k, i in zip(axes, picks)}
         extra = list(point.pop(CONFIGS_AXIS, []))
         overrides = list((spec.get("fixed") or {}).items()) + list(point.items())
-        labels = {(CONFIGS_AXIS if k == CONFIGS_AXIS else short_key(k)): short_value(v)
-                  for k, v in zip(axes.keys(), values)}
+        keys = [CONFIGS_AXIS if k == CONFIGS_AXIS else short_key(k) for k in axes]
+        short = {key: short_value(axes[k][i]) for key, k, i in zip(keys, axes, picks)}
+        labels = {key: axis_labels[k][i] for key, k, i in zip(keys, axes, picks)}
         for seed in seeds if seeds else [None]:
-            runs.append(Run(len(runs), base + extra, overrides, seed, labels))
+            runs.append(Run(len(runs), base + extra, overrides, seed, short, labels))
     if not base and not any(r.configs for r in runs):
         raise ValueError("sweep: no config: give --config or `base:` (or a `configs` axis) in the grid file")
     return runs

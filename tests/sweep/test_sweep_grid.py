@@ -102,3 +102,26 @@ def test_quick_tasks_grid_runs_every_classification_recipe_with_three_seeds():
     assert sorted({task_name(r.configs) for r in runs}) == ["cfimdb", "quora", "sst"]
     assert sorted(r.seed for r in runs) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert all((ROOT / c).is_file() for r in runs for c in r.configs)
+
+
+def test_values_with_the_same_short_form_get_distinct_labels_and_stable_folders(tmp_path):
+    # The report groups runs by label: two configs named quick.yaml, or two AdamW with different lr,
+    # must not share one (they would be pooled as seeds of one row).
+    spec = load_grid(write(tmp_path, """
+grid:
+  configs: [[configs/sst/quick.yaml], [experiments/sst/quick.yaml], [configs/sst/lora.yaml]]
+  model.init_args.optimizer:
+    - {class_path: ptl_gpt2.optim.AdamW, init_args: {lr: 0.001}}
+    - {class_path: ptl_gpt2.optim.AdamW, init_args: {lr: 0.0001}}
+    - {class_path: ptl_gpt2.optim.SOAP}
+"""))
+    runs = expand(spec)
+    assert len({r.label for r in runs}) == 9
+    assert runs[0].label == ('configs=configs/sst/quick.yaml optimizer='
+                             '{"class_path":"ptl_gpt2.optim.AdamW","init_args":{"lr":0.001}}')
+    assert runs[8].label == "configs=lora optimizer=SOAP"  # no clash: short
+    # Folder names keep the short form (and a hash), so adding a clashing value later renames nothing.
+    assert runs[0].name.startswith("configs=quick_optimizer=AdamW_")
+    alone = expand(load_grid(write(tmp_path, "grid:\n  configs: [[configs/sst/quick.yaml]]\n")))
+    assert alone[0].label == "configs=quick"
+    assert alone[0].name == expand(load_grid(write(tmp_path, "grid:\n  configs: [[configs/sst/quick.yaml], [x/quick.yaml]]\n")))[0].name
