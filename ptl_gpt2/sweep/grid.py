@@ -41,12 +41,12 @@ class Run:
     seed: int | None
     point: dict[str, str] = field(default_factory=dict)  # axis -> short value, the folder name's readable part
     # axis -> the value as the report's row label shows it: the short value, unless another value on
-    # the axis has the same short value (see `unique_labels`); None: as `point`
-    labels: dict[str, str] | None = None
+    # the axis has the same short value (see `unique_labels`)
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in (self.labels or self.point).items()) or "base"
+        return " ".join(f"{k}={v}" for k, v in self.labels.items()) or "base"
 
     @property
     def name(self) -> str:
@@ -82,11 +82,10 @@ def short_value(value: Any) -> str:
     return cli_value(value)
 
 
-def unique_labels(values: list[Any]) -> list[str]:
-    """`short_value` of each value on an axis, or the value in full where two values would share a
-    short one (configs/sst/quick.yaml and configs/exp/quick.yaml; two AdamW with different lr): the
-    report groups runs by label, so a shared label would pool different runs as seeds of one row."""
-    short = [short_value(v) for v in values]
+def unique_labels(values: list[Any], short: list[str]) -> list[str]:
+    """The short value of each value on an axis, or the value in full where two values share a short
+    one (configs/sst/quick.yaml and configs/exp/quick.yaml; two AdamW with different lr): the report
+    groups runs by label, so a shared label would pool different runs as seeds of one row."""
     counts = Counter(short)
     return [label if counts[label] == 1 else full_value(v) for label, v in zip(short, values)]
 
@@ -136,17 +135,18 @@ def expand(spec: dict[str, Any], configs: list[str] | None = None, seeds: list[i
     base = list(configs or []) + list(spec.get("base") or [])
     seeds = seeds if seeds is not None else spec.get("seeds")
     axes = spec.get("grid") or {}
-    axis_labels = {k: unique_labels(v) for k, v in axes.items()}
+    keys = [CONFIGS_AXIS if k == CONFIGS_AXIS else short_key(k) for k in axes]
+    shorts = [[short_value(v) for v in values] for values in axes.values()]
+    labels = [unique_labels(values, short) for values, short in zip(axes.values(), shorts)]
     runs = []
     for picks in itertools.product(*(range(len(v)) for v in axes.values())):
         point = {k: axes[k][i] for k, i in zip(axes, picks)}
         extra = list(point.pop(CONFIGS_AXIS, []))
         overrides = list((spec.get("fixed") or {}).items()) + list(point.items())
-        keys = [CONFIGS_AXIS if k == CONFIGS_AXIS else short_key(k) for k in axes]
-        short = {key: short_value(axes[k][i]) for key, k, i in zip(keys, axes, picks)}
-        labels = {key: axis_labels[k][i] for key, k, i in zip(keys, axes, picks)}
+        short = {key: axis[i] for key, axis, i in zip(keys, shorts, picks)}
+        label = {key: axis[i] for key, axis, i in zip(keys, labels, picks)}
         for seed in seeds if seeds else [None]:
-            runs.append(Run(len(runs), base + extra, overrides, seed, short, labels))
+            runs.append(Run(len(runs), base + extra, overrides, seed, short, label))
     if not base and not any(r.configs for r in runs):
         raise ValueError("sweep: no config: give --config or `base:` (or a `configs` axis) in the grid file")
     return runs
