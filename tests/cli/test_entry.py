@@ -16,3 +16,24 @@ def test_a_missing_checkpoint_is_one_line_and_the_traceback_is_one_switch_away(m
     monkeypatch.setenv("PTL_GPT2_TRACEBACK", "1")
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         entry()
+
+
+def test_testing_an_unlabelled_split_is_one_line_naming_the_file_and_option(monkeypatch, tmp_path):
+    from tests import fixture_files
+
+    names = {"train_file": "train.csv", "dev_file": "dev.csv", "test_file": "test.csv"}
+    fixture_files.write_sentiment(tmp_path, names, 5)  # the test file is unlabelled, as in the release
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PTL_GPT2_TRACEBACK", raising=False)
+    monkeypatch.setattr(sys, "argv", [
+        "ptl-gpt2", "test", "--seed_everything=0", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+        "--model=ptl_gpt2.tasks.SentimentClassifier", "--model.num_classes=5", "--model.preset=tiny",
+        "--data=datamodules.SSTDataModule", f"--data.data_dir={tmp_path}",
+        *(f"--data.{option}={name}" for option, name in names.items()),
+    ])  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        entry()
+    assert exit_info.value.code == (
+        f"ptl-gpt2: error: {tmp_path / 'test.csv'}: the test split has no labels, so it cannot be scored; "
+        "run `predict` to write its predictions or set data.init_args.test_file to a labelled file"
+    )
