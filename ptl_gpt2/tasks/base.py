@@ -114,9 +114,12 @@ class GPT2Task(L.LightningModule):
                 monitor=self.monitor,
                 mode=self.monitor_mode,
                 filename="best-{epoch}-{step}",
-                save_last=True,
                 auto_insert_metric_name=False,
-            )
+            ),
+            # last.ckpt, the state at every checkpoint time (resume, validate, export from it). Not
+            # `save_last=True` above: since Lightning 2.6 that writes last.ckpt only at steps where a
+            # best checkpoint is written, so it would be a copy of the best one.
+            ModelCheckpoint(filename=ModelCheckpoint.CHECKPOINT_NAME_LAST, enable_version_counter=False),
         ]
         if self.monitor_patience is not None:
             # Checked after each validation, as documented: checked at the end of the training epoch

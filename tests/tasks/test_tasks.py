@@ -152,3 +152,15 @@ def test_early_stopping_stops_after_patience_validations_without_improvement(tmp
     # lr 0: val/acc never changes, so the first validation sets the best and the next one stops the run.
     trainer = _fit_sentiment(tmp_path, monitor_patience=1, max_epochs=10, lr=0.0)
     assert trainer.should_stop and trainer.current_epoch == 2
+
+
+def test_last_checkpoint_is_the_state_at_the_end_not_a_copy_of_the_best(tmp_path):
+    # lr 0: val/acc never improves after the first validation, so only epoch 0 is "best". Lightning
+    # 2.6's own save_last would leave last.ckpt at epoch 0 too, and resuming from it would redo epochs.
+    trainer = _fit_sentiment(tmp_path, monitor_patience=None, max_epochs=3, lr=0.0)
+    checkpoints = tmp_path / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best-0-4.ckpt", "last.ckpt"]
+    last = torch.load(checkpoints / "last.ckpt", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (2, 12)
+    assert trainer.checkpoint_callback.best_model_path.endswith("best-0-4.ckpt")  # the summary's "best"
+    assert trainer._checkpoint_connector._parse_ckpt_path(trainer.state.fn, "last", True, True) == str(checkpoints / "last.ckpt")
