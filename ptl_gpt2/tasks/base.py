@@ -109,18 +109,25 @@ class GPT2Task(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_callbacks(self) -> list[L.Callback]:
-        callbacks: list[L.Callback] = [
-            ModelCheckpoint(
-                monitor=self.monitor,
-                mode=self.monitor_mode,
-                filename="best-{epoch}-{step}",
-                auto_insert_metric_name=False,
-            ),
-            # last.ckpt, the state at every checkpoint time (resume, validate, export from it). Not
-            # `save_last=True` above: since Lightning 2.6 that writes last.ckpt only at steps where a
-            # best checkpoint is written, so it would be a copy of the best one.
-            ModelCheckpoint(filename=ModelCheckpoint.CHECKPOINT_NAME_LAST, enable_version_counter=False),
-        ]
+        """The task's checkpoints (in place of Lightning's default one) and early stopping when asked.
+
+        A Trainer with `enable_checkpointing=False` gets no checkpoints, and one given its own
+        `ModelCheckpoint`s keeps them: Lightning drops every Trainer callback of a type returned here.
+        """
+        callbacks: list[L.Callback] = []
+        if _has_only_the_default_checkpoint(self.trainer):
+            callbacks += [
+                ModelCheckpoint(
+                    monitor=self.monitor,
+                    mode=self.monitor_mode,
+                    filename="best-{epoch}-{step}",
+                    auto_insert_metric_name=False,
+                ),
+                # last.ckpt, the state at every checkpoint time (resume, validate, export from it). Not
+                # `save_last=True` above: since Lightning 2.6 that writes last.ckpt only at steps where a
+                # best checkpoint is written, so it would be a copy of the best one.
+                ModelCheckpoint(filename=ModelCheckpoint.CHECKPOINT_NAME_LAST, enable_version_counter=False),
+            ]
         if self.monitor_patience is not None:
             # Checked after each validation, as documented: checked at the end of the training epoch
             # (Lightning's default here), a run that `max_steps` ends mid-epoch, before any validation,
@@ -128,6 +135,17 @@ class GPT2Task(L.LightningModule):
             callbacks.append(EarlyStopping(self.monitor, mode=self.monitor_mode, patience=self.monitor_patience,
                                            check_on_train_epoch_end=False))
         return callbacks
+
+
+def _has_only_the_default_checkpoint(trainer: L.Trainer) -> bool:
+    """Whether the Trainer's checkpointing is the `ModelCheckpoint()` Lightning adds when none is given."""
+    given = trainer.checkpoint_callbacks  # [] under enable_checkpointing=False
+    if len(given) != 1 or type(given[0]) is not ModelCheckpoint:
+        return False
+    default, checkpoint = ModelCheckpoint(), given[0]
+    return checkpoint.state_key == default.state_key and all(
+        getattr(checkpoint, name) == getattr(default, name) for name in ("dirpath", "filename", "save_last", "save_top_k")
+    )
 
 
 def build_backbone(

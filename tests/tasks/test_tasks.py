@@ -127,7 +127,7 @@ def test_compile_option_compiles_in_place_and_trains(tmp_path):
         assert "model.transformer.wte.weight" in task.state_dict()  # checkpoints keep their keys
 
 
-def _fit_sentiment(tmp_path, monitor_patience, max_steps=-1, max_epochs=1, lr=1e-3):
+def _fit_sentiment(tmp_path, monitor_patience, max_steps=-1, max_epochs=1, lr=1e-3, **trainer_options):
     import lightning as L
     from torch.utils.data import DataLoader
 
@@ -137,7 +137,7 @@ def _fit_sentiment(tmp_path, monitor_patience, max_steps=-1, max_epochs=1, lr=1e
     rows = [{k: b[k][i] for k in ("input_ids", "attention_mask", "labels")} for i in range(4)]
     task = SentimentClassifier(num_classes=2, monitor_patience=monitor_patience, optimizer=lambda p: AdamW(p, lr=lr), **TINY)
     trainer = L.Trainer(max_steps=max_steps, max_epochs=max_epochs, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path)
+                        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path, **trainer_options)
     trainer.fit(task, DataLoader(rows, batch_size=1), DataLoader(rows, batch_size=4))
     return trainer
 
@@ -164,3 +164,17 @@ def test_last_checkpoint_is_the_state_at_the_end_not_a_copy_of_the_best(tmp_path
     assert (last["epoch"], last["global_step"]) == (2, 12)
     assert trainer.checkpoint_callback.best_model_path.endswith("best-0-4.ckpt")  # the summary's "best"
     assert trainer._checkpoint_connector._parse_ckpt_path(trainer.state.fn, "last", True, True) == str(checkpoints / "last.ckpt")
+
+
+def test_checkpointing_off_writes_no_checkpoints(tmp_path):
+    _fit_sentiment(tmp_path, monitor_patience=None, enable_checkpointing=False)
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_checkpoint_callback_given_to_the_trainer_is_kept(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    mine = ModelCheckpoint(dirpath=tmp_path / "mine", filename="step-{step}", every_n_train_steps=2, save_top_k=-1)
+    trainer = _fit_sentiment(tmp_path, monitor_patience=None, callbacks=[mine])
+    assert trainer.checkpoint_callbacks == [mine]
+    assert sorted(p.name for p in tmp_path.rglob("*.ckpt")) == ["step-step=2.ckpt", "step-step=4.ckpt"]
