@@ -2,7 +2,7 @@
 
 from .base import PadCollate, TokenDataset, TokenizedDataModule, pack_tokens
 from .boolq import BoolQDataModule
-from .errors import DataFileNotFoundError, DataFormatError
+from .errors import DataFileNotFoundError, DataFormatError, SplitNotConfiguredError
 from .quora import QuoraDataModule
 from .sentiment import CFIMDBDataModule, SentimentDataModule, SSTDataModule
 from .sonnets import SonnetDataModule
@@ -18,6 +18,7 @@ __all__ = [
     "SSTDataModule",
     "SentimentDataModule",
     "SonnetDataModule",
+    "SplitNotConfiguredError",
     "TextDataModule",
     "TokenDataset",
     "TokenizedDataModule",

@@ -23,7 +23,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .cache import ArrayCache, cache_key, default_cache_dir, file_sha256, tokenizer_fingerprint
-from .errors import DataFileNotFoundError
+from .errors import DataFileNotFoundError, SplitNotConfiguredError
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +260,8 @@ class TokenizedDataModule(LightningDataModule):
             if dataset is None:
                 self._unconfigured.add(split)
                 if stage is not None and (split != "val" or stage == "predict"):
-                    option = self.split_options.get(split, split)
-                    raise ValueError(f"{type(self).__name__}: stage {stage!r} needs the {split} split; set option {option!r}")
+                    stage_name = getattr(stage, "value", stage)  # Lightning passes a TrainerFn (a str enum)
+                    raise SplitNotConfiguredError(type(self).__name__, stage_name, split, self.split_options.get(split, split))
                 continue
             self.datasets[split] = dataset
             self.split_sizes[split] = len(dataset)

@@ -45,3 +45,11 @@ class DataFileNotFoundError(FileNotFoundError):
         self.file, self.line, self.field = file, None, field
         message = f"{file}: file not found (option {field!r})"
         super().__init__(message + (f"; {hint}" if hint else ""))
+
+
+class SplitNotConfiguredError(ValueError):
+    """A stage (fit, validate, test, predict) needs a split whose file option is not set; `field` names it."""
+
+    def __init__(self, datamodule: str, stage: str, split: str, field: str) -> None:
+        self.file, self.line, self.field = None, None, field
+        super().__init__(f"{datamodule}: `{stage}` needs the {split} split, but option {field!r} is not set")

@@ -131,9 +131,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def entry() -> None:
     """The `ptl-gpt2` console script: `main`, with the errors a user can fix printed as one line
-    (missing or malformed data, a checkpoint or other given file that is not there, a precision this
-    machine lacks); set PTL_GPT2_TRACEBACK=1 to see their tracebacks too."""
-    from datamodules import DataFileNotFoundError, DataFormatError
+    (missing or malformed data, a split the command needs but no file for it, a checkpoint or other
+    given file that is not there, a precision this machine lacks); set PTL_GPT2_TRACEBACK=1 to see
+    their tracebacks too."""
+    from datamodules import DataFileNotFoundError, DataFormatError, SplitNotConfiguredError
 
     from .model.checkpoint import CheckpointError
     from .quantization.precision import PrecisionUnavailableError
@@ -142,7 +143,10 @@ def entry() -> None:
         main()
     # FileNotFoundError: every path the commands take (--checkpoint, --grid, --prompts-file, a hub name
     # offline, ...) is checked with a message naming the option and the path.
-    except (DataFileNotFoundError, FileNotFoundError, DataFormatError, CheckpointError, PrecisionUnavailableError) as err:
+    except (
+        DataFileNotFoundError, FileNotFoundError, DataFormatError, SplitNotConfiguredError, CheckpointError,
+        PrecisionUnavailableError,
+    ) as err:  # fmt: skip
         if os.environ.get("PTL_GPT2_TRACEBACK"):
             raise
         sys.exit(f"ptl-gpt2: error: {err}")

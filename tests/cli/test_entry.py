@@ -37,3 +37,19 @@ def test_testing_an_unlabelled_split_is_one_line_naming_the_file_and_option(monk
         f"ptl-gpt2: error: {tmp_path / 'test.csv'}: the test split has no labels, so it cannot be scored; "
         "run `predict` to write its predictions or set data.init_args.test_file to a labelled file"
     )
+
+
+def test_predicting_without_a_test_file_is_one_line_naming_the_option(monkeypatch, tmp_path):
+    from tests import fixture_files
+
+    fixture_files.write_sentiment(tmp_path, {"train_file": "train.csv", "dev_file": "dev.csv"}, 5)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PTL_GPT2_TRACEBACK", raising=False)
+    monkeypatch.setattr(sys, "argv", [
+        "ptl-gpt2", "predict", "--trainer.logger=false", "--model=ptl_gpt2.tasks.SentimentClassifier",
+        "--model.num_classes=5", "--model.preset=tiny", "--data=datamodules.SSTDataModule", f"--data.data_dir={tmp_path}",
+        "--data.train_file=train.csv", "--data.dev_file=dev.csv", "--data.test_file=null",
+    ])  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        entry()
+    assert exit_info.value.code == "ptl-gpt2: error: SSTDataModule: `predict` needs the test split, but option 'test_file' is not set"

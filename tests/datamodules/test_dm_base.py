@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
-from datamodules import DataFileNotFoundError, PadCollate, SSTDataModule, TokenDataset, pack_tokens
+from datamodules import DataFileNotFoundError, PadCollate, SplitNotConfiguredError, SSTDataModule, TokenDataset, pack_tokens
 
 
 def test_pack_tokens_offsets_and_empty_rows():
@@ -128,8 +129,11 @@ def test_missing_files_and_unset_splits_name_the_option(tmp_path):
         module.prepare_data()
     with pytest.raises(DataFileNotFoundError, match="'train_file'"):
         module.setup("fit")
-    with pytest.raises(ValueError, match="'test_file'"):
+    with pytest.raises(SplitNotConfiguredError, match="`test` needs the test split, but option 'test_file' is not set"):
         dm(write_sst(tmp_path), test_file=None).setup("test")
+    with pytest.raises(SplitNotConfiguredError, match="`predict` needs the test split") as err:  # as Lightning calls it
+        dm(write_sst(tmp_path), test_file=None).setup(TrainerFn.PREDICTING)
+    assert err.value.field == "test_file"
     with pytest.raises(RuntimeError, match="setup"):
         dm(tmp_path).train_dataloader()
     with pytest.raises(ValueError, match="batch_size"):
