@@ -36,14 +36,15 @@ class ClozeClassifier(ClassificationTask):
         self, verbalizer: tuple[str, str] = ("no", "yes"), predictions_dir: str = "predictions", **kwargs: Any
     ) -> None:
         super().__init__(num_classes=2, predictions_dir=predictions_dir, **kwargs)
+        self.verbalizer = tuple(verbalizer)
         self.verbalizer_ids = [_single_token(word) for word in verbalizer]
 
     def task_outputs(self, batch: dict[str, Any], inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
         last = last_token_hidden(self.model, batch, inputs_embeds)  # (B, C)
         return last @ self.model.lm_head.weight[self.verbalizer_ids].T  # (B, 2)
 
-    def prediction_value(self, class_index: int) -> int:
-        return self.verbalizer_ids[class_index]  # the reference writes the answer's token id
+    def prediction_value(self, class_index: int) -> int | str:
+        return self.verbalizer[class_index].strip()  # the answer word: "yes" or "no"
 
     def write_predictions(self, rows: list[tuple[Any, ...]]) -> Path:
         split = getattr(self.trainer.datamodule, "predict_split", "test")
@@ -56,6 +57,9 @@ class ParaphraseDetection(ClozeClassifier):
 
     prediction_file = "para-{split}-output.csv"
     prediction_header = "id \t Predicted_Is_Paraphrase \n"
+
+    def prediction_value(self, class_index: int) -> int:
+        return self.verbalizer_ids[class_index]  # CS224N's file holds the answer's token id (8505 / 3919)
 
 
 class YesNoQA(ClozeClassifier):

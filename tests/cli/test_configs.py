@@ -140,17 +140,19 @@ def test_missing_data_names_the_option(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "task, written, header",
+    "task, written, header, answers",
     [
-        ("sst", "predictions/full-model-sst-test-out.csv", "id \t Predicted_Sentiment \n"),
-        ("quora", "predictions/para-test-output.csv", "id \t Predicted_Is_Paraphrase \n"),
-        ("sonnet", "predictions/generated_sonnets.txt", "--Generated Sonnets-- \n"),
+        ("sst", "predictions/full-model-sst-test-out.csv", "id \t Predicted_Sentiment \n", {"0", "1", "2", "3", "4"}),
+        ("quora", "predictions/para-test-output.csv", "id \t Predicted_Is_Paraphrase \n", {"3919", "8505"}),
+        ("boolq", "predictions/boolq-dev-output.csv", "id \t Predicted_Answer \n", {"no", "yes"}),
+        ("sonnet", "predictions/generated_sonnets.txt", "--Generated Sonnets-- \n", None),
     ],
 )
-def test_predict_writes_the_cs224n_file(task, written, header, tmp_path):
+def test_predict_writes_the_task_file(task, written, header, answers, tmp_path):
     config = ROOT / "configs" / task / "quick.yaml"
     data = fixture_args(config, tmp_path)
-    extra = ['--model.init_args.generation={"max_new_tokens": 8}'] if task == "sonnet" else []
+    extra = {"sonnet": ['--model.init_args.generation={"max_new_tokens": 8}'],
+             "boolq": ["--data.init_args.predict_split=dev"]}.get(task, [])  # boolq/quick has no test file
     main(["fit", "--config", str(config), *ONE_STEP, *data, *extra])
     checkpoint = next(tmp_path.rglob("last.ckpt"))
     main(["predict", "--config", str(config), "--trainer.logger=false", "--trainer.enable_progress_bar=false",
@@ -161,7 +163,9 @@ def test_predict_writes_the_cs224n_file(task, written, header, tmp_path):
         assert text.count("\n\n\n") >= 2  # one block per test prompt of the demo corpus
     else:
         rows = text.splitlines()[1:]
-        assert len(rows) == len(fixture_files.SENTENCES if task == "sst" else fixture_files.QUESTIONS)
+        if task != "boolq":  # (its dev rows are a held-out share of the training file)
+            assert len(rows) == len(fixture_files.SENTENCES if task == "sst" else fixture_files.QUESTIONS)
+        assert {row.split(",")[1].strip() for row in rows} <= answers
 
 
 def test_trainer_clipping_and_accumulation_move_to_smart():
