@@ -14,7 +14,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from .callbacks import RunSummary
 from .quantization.precision import check_precision
-from .tasks import GPT2Task
+from .tasks import GPT2Task, OptionError
 
 # Commands that are not Trainer runs, each a module with `main(argv)`.
 COMMANDS = {
@@ -132,24 +132,41 @@ def main(argv: list[str] | None = None) -> None:
 def entry() -> None:
     """The `ptl-gpt2` console script: `main`, with the errors a user can fix printed as one line
     (missing or malformed data, a split the command needs but no file for it, a checkpoint or other
-    given file that is not there, a precision this machine lacks); set PTL_GPT2_TRACEBACK=1 to see
-    their tracebacks too."""
+    given file that is not there, a task option or decoding option the task refuses, a precision this
+    machine lacks); set PTL_GPT2_TRACEBACK=1 to see their tracebacks too."""
+    try:
+        main()
+    except Exception as err:
+        fixable = user_fixable(err)
+        if fixable is None or os.environ.get("PTL_GPT2_TRACEBACK"):
+            raise
+        sys.exit(f"ptl-gpt2: error: {fixable}")
+
+
+def user_fixable(err: BaseException) -> BaseException | None:
+    """`err` or the error it was raised from, if it is one a user fixes in the config or the files.
+
+    Errors raised while the config's classes are built reach us wrapped: jsonargparse re-raises them
+    as "Does not validate against any of the Union subtypes", with the original as `__cause__`.
+    """
     from datamodules import DataFileNotFoundError, DataFormatError, SplitNotConfiguredError
 
+    from .generation import GenerationInputError
     from .model.checkpoint import CheckpointError
     from .quantization.precision import PrecisionUnavailableError
 
-    try:
-        main()
     # FileNotFoundError: every path the commands take (--checkpoint, --grid, --prompts-file, a hub name
     # offline, ...) is checked with a message naming the option and the path.
-    except (
+    kinds = (
         DataFileNotFoundError, FileNotFoundError, DataFormatError, SplitNotConfiguredError, CheckpointError,
-        PrecisionUnavailableError,
-    ) as err:  # fmt: skip
-        if os.environ.get("PTL_GPT2_TRACEBACK"):
-            raise
-        sys.exit(f"ptl-gpt2: error: {err}")
+        PrecisionUnavailableError, GenerationInputError, OptionError,
+    )  # fmt: skip
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, kinds):
+            return seen
+        seen = seen.__cause__
+    return None
 
 
 if __name__ == "__main__":

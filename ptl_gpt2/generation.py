@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -162,10 +163,10 @@ def generate(
     weights, and one row runs a plain float32 LM head through oneDNN unpacked (`ops.packed_linear`;
     off switch: `torch.backends.mkldnn.enabled = False`).
     """
-    _check_options(
-        model, prompts, max_new_tokens, do_sample, temperature, top_k, top_p,
-        repetition_penalty, num_beams, best_of, eos_token_id, stop_when,
-    )  # fmt: skip
+    check_decoding_options(
+        max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty, num_beams, best_of, stop_when
+    )
+    _check_prompts(model, prompts, max_new_tokens, eos_token_id)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -242,44 +243,63 @@ def generate_text(
     return out
 
 
-# ----------------------------------------------------------------------------- helpers
-def _check_options(
-    model, prompts, max_new_tokens, do_sample, temperature, top_k, top_p,
-    repetition_penalty, num_beams, best_of, eos_token_id, stop_when,
-) -> None:  # fmt: skip
+# ----------------------------------------------------------------------------- checks
+class GenerationInputError(ValueError):
+    """Prompts or decoding options that `generate` cannot take (the message names the option)."""
+
+
+def check_decoding_options(
+    max_new_tokens: int = 32,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    num_beams: int = 1,
+    best_of: int = 1,
+    stop_when: StopCondition | None = None,
+    **_: Any,
+) -> None:
+    """Raise GenerationInputError for options `generate` refuses; needs no model, so configs fail early.
+
+    Other keywords of `generate` (seed, length_penalty, ...) are accepted and not checked.
+    """
+    problems = [
+        (max_new_tokens < 1, f"max_new_tokens must be >= 1, got {max_new_tokens}"),
+        (do_sample and temperature <= 0,
+         f"temperature must be > 0 when sampling, got {temperature} (use do_sample=False for greedy)"),
+        (top_k is not None and top_k < 1, f"top_k must be >= 1, got {top_k}"),
+        (top_p is not None and not 0 < top_p <= 1, f"top_p must be in (0, 1], got {top_p}"),
+        (repetition_penalty <= 0, f"repetition_penalty must be > 0 (1 = off), got {repetition_penalty}"),
+        (num_beams < 1 or best_of < 1, f"num_beams and best_of must be >= 1, got {num_beams} and {best_of}"),
+        (num_beams > 1 and (do_sample or best_of > 1 or stop_when is not None),
+         "num_beams > 1 is deterministic beam search: it takes no do_sample, best_of or stop_when"),
+        (best_of > 1 and not do_sample, "best_of > 1 needs do_sample=True (greedy candidates would all be the same)"),
+    ]  # fmt: skip
+    for failed, message in problems:
+        if failed:
+            raise GenerationInputError(message)
+
+
+def _check_prompts(model, prompts, max_new_tokens, eos_token_id) -> None:
     if isinstance(prompts, torch.Tensor) or not prompts or isinstance(prompts[0], int):
-        raise ValueError("prompts must be a non-empty list of token-id lists, e.g. [[464, 3290]]")
+        raise GenerationInputError("prompts must be a non-empty list of token-id lists, e.g. [[464, 3290]]")
     vocab, n_positions = model.config.vocab_size, model.config.n_positions
     for i, p in enumerate(prompts):
         if len(p) == 0:
-            raise ValueError(f"prompt {i} is empty; start it with <|endoftext|> ({EOT_ID})")
+            raise GenerationInputError(f"prompt {i} is empty; start it with <|endoftext|> ({EOT_ID})")
         if not all(0 <= t < vocab for t in p):
-            raise ValueError(f"prompt {i} holds token ids outside [0, {vocab})")
+            raise GenerationInputError(f"prompt {i} holds token ids outside [0, {vocab})")
         if len(p) + max_new_tokens > n_positions:
-            raise ValueError(
+            raise GenerationInputError(
                 f"prompt {i} has {len(p)} tokens; with max_new_tokens={max_new_tokens} it exceeds "
                 f"the model's n_positions={n_positions}"
             )
     if eos_token_id is not None and not 0 <= eos_token_id < vocab:
-        raise ValueError(f"eos_token_id={eos_token_id} is outside the vocabulary [0, {vocab})")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if do_sample and temperature <= 0:
-        raise ValueError(f"temperature must be > 0 when sampling, got {temperature} (use do_sample=False for greedy)")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if repetition_penalty <= 0:
-        raise ValueError(f"repetition_penalty must be > 0 (1 = off), got {repetition_penalty}")
-    if num_beams < 1 or best_of < 1:
-        raise ValueError(f"num_beams and best_of must be >= 1, got {num_beams} and {best_of}")
-    if num_beams > 1 and (do_sample or best_of > 1 or stop_when is not None):
-        raise ValueError("num_beams > 1 is deterministic beam search: it takes no do_sample, best_of or stop_when")
-    if best_of > 1 and not do_sample:
-        raise ValueError("best_of > 1 needs do_sample=True (greedy candidates would all be the same)")
+        raise GenerationInputError(f"eos_token_id={eos_token_id} is outside the vocabulary [0, {vocab})")
 
 
+# ----------------------------------------------------------------------------- helpers
 def _left_pad(prompts: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Token ids (B, T0), left-padded, and the mask (B, T0) of real tokens (None if none is padded)."""
     T0 = max(len(p) for p in prompts)

@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from ptl_gpt2.generation import (
+    GenerationInputError,
     GenerationOutput,
     apply_repetition_penalty,
+    check_decoding_options,
     generate,
     generate_text,
     top_k_filter,
@@ -352,8 +354,16 @@ def test_generate_text_drops_end_of_text_from_the_text(small_vocab_model):
     ],
 )
 def test_bad_options_raise_clear_errors(model, prompts, kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(GenerationInputError, match=message):
         generate(model, prompts, **kwargs)
+
+
+def test_decoding_options_are_checked_without_a_model():
+    check_decoding_options(max_new_tokens=8, do_sample=True, top_p=0.9, seed=3, length_penalty=2.0)  # all fine
+    with pytest.raises(GenerationInputError, match=r"top_p must be in \(0, 1\], got 1.5"):
+        check_decoding_options(do_sample=True, top_p=1.5)
+    with pytest.raises(GenerationInputError, match="max_new_tokens must be >= 1"):
+        check_decoding_options(max_new_tokens=0)
 
 
 @pytest.mark.parametrize("scale", [8.0, 0.01], ids=["peaked-fast-path", "flat-full-sort"])

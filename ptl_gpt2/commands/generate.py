@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-from ..generation import generate_text
+from ..generation import GenerationInputError, check_decoding_options, generate_text
 from ..model import GPT2
+from ..model.checkpoint import CheckpointError
 from ..tokenizer import gpt2_tokenizer
 
 
@@ -32,19 +33,19 @@ def load_model(path: str) -> GPT2:
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if "state_dict" not in ckpt:
-        raise ValueError(f"--checkpoint: {path} is not a Lightning checkpoint (no 'state_dict')")
+        raise CheckpointError(f"--checkpoint: {path} is not a Lightning checkpoint (no 'state_dict')")
     hp = ckpt.get("hyper_parameters", {})
     model = build_backbone(hp.get("preset", "gpt2"), hp.get("pretrained"), hp.get("dropout"), False)
     weights = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"--checkpoint: {path} holds weights the plain backbone lacks ({', '.join(unexpected[:3])}, ...); "
             "merge adapters into the weights first (LoRA's `merge: true`)"
         )
     missing = [k for k in missing if k != "lm_head.weight"]  # tied to the token embedding
     if missing and hp.get("pretrained") is None:
-        raise ValueError(f"--checkpoint: {path} lacks backbone weights ({', '.join(missing[:3])}, ...)")
+        raise CheckpointError(f"--checkpoint: {path} lacks backbone weights ({', '.join(missing[:3])}, ...)")
     return model
 
 
@@ -100,23 +101,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> None:
-    args = build_parser().parse_args(argv)
-    model = load_model(args.checkpoint).to(args.device)
-    ids, prompts = read_prompts(args)
-    tokenizer = gpt2_tokenizer()
+    parser = build_parser()
+    args = parser.parse_args(argv)
     options = dict(
         max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
         top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
         num_beams=args.num_beams, length_penalty=args.length_penalty, early_stopping=args.early_stopping,
         best_of=args.best_of, seed=args.seed,
     )  # fmt: skip
+    try:  # before loading the model: a bad option costs no wait
+        check_decoding_options(**options)
+    except GenerationInputError as err:
+        parser.error(str(err))  # named as in Python (top_p is --top-p)
+    ids, prompts = read_prompts(args)
+    model = load_model(args.checkpoint).to(args.device)
+    tokenizer = gpt2_tokenizer()
     if args.no_eos:
         options["eos_token_id"] = None
     if args.lines is not None and args.num_beams == 1:
         # Stop a row once prompt + continuation hold `--lines` complete lines (the cut below is exact).
         for prompt in prompts:
             if complete_lines(prompt) >= args.lines:
-                raise ValueError(f"--lines {args.lines}: a prompt already holds {complete_lines(prompt)} lines")
+                parser.error(f"--lines {args.lines}: a prompt already holds {complete_lines(prompt)} lines")
         needed = args.lines - min(complete_lines(p) for p in prompts)
         options["stop_when"] = lambda new_ids: complete_lines(tokenizer.decode(new_ids)) >= needed
     out = generate_text(model, tokenizer, prompts, stop_strings=args.stop, **options)

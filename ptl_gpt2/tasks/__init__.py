@@ -1,6 +1,6 @@
 """One LightningModule per task, all on the shared `GPT2Task` base."""
 
-from .base import GPT2Task
+from .base import GPT2Task, OptionError
 from .classification import ClassificationTask
 from .cloze import ClozeClassifier, ParaphraseDetection, YesNoQA
 from .lm import LanguageModel
@@ -14,6 +14,7 @@ __all__ = [
     "ParaphraseDetection",
     "YesNoQA",
     "LanguageModel",
+    "OptionError",
     "SentimentClassifier",
     "SonnetGenerator",
 ]

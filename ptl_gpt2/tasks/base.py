@@ -14,6 +14,10 @@ from ..optim import AdamW
 from ..regularization import SMART
 
 
+class OptionError(ValueError):
+    """A task option whose value the task refuses; the message starts with its config key (`model.<option>`)."""
+
+
 class GPT2Task(L.LightningModule):
     """Base of every task: builds the backbone and the optimizer, trains on `task_loss`.
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..tokenizer import gpt2_tokenizer
-from .base import last_token_hidden
+from .base import OptionError, last_token_hidden
 from .classification import ClassificationTask
 from .predictions import write_text
 
@@ -71,5 +71,5 @@ class YesNoQA(ClozeClassifier):
 def _single_token(word: str) -> int:
     ids = gpt2_tokenizer().encode(word)
     if len(ids) != 1:
-        raise ValueError(f"model.verbalizer: {word!r} is {len(ids)} GPT-2 tokens {ids}; it must be exactly one")
+        raise OptionError(f"model.verbalizer: {word!r} is {len(ids)} GPT-2 tokens {ids}; it must be exactly one")
     return ids[0]

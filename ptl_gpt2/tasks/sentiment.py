@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 import torch.nn as nn
 
-from .base import last_token_hidden
+from .base import OptionError, last_token_hidden
 from .classification import ClassificationTask
 from .predictions import write_text
 
@@ -37,7 +37,7 @@ class SentimentClassifier(ClassificationTask):
     ) -> None:
         super().__init__(num_classes=num_classes, predictions_dir=predictions_dir, **kwargs)
         if mode not in ("last-linear-layer", "full-model"):
-            raise ValueError(f"model.mode must be 'last-linear-layer' or 'full-model', got {mode!r}")
+            raise OptionError(f"model.mode must be 'last-linear-layer' or 'full-model', got {mode!r}")
         self.mode = mode
         self.dataset_name = dataset_name
         self.dropout = nn.Dropout(head_dropout)

@@ -14,9 +14,10 @@ from typing import Any
 
 from sacrebleu.metrics import CHRF
 
-from ..generation import generate, generate_text
+from ..generation import GenerationInputError, check_decoding_options, generate, generate_text
 from ..sonnet_form import perfect_rate
 from ..tokenizer import gpt2_tokenizer
+from .base import OptionError
 from .lm import LanguageModel
 from .predictions import gather_rows, write_text
 
@@ -51,10 +52,14 @@ class SonnetGenerator(LanguageModel):
         super().__init__(**kwargs)
         unknown = set(generation or {}) - GENERATION_OPTIONS
         if unknown:
-            raise ValueError(
+            raise OptionError(
                 f"model.generation: unknown option(s) {sorted(unknown)}; choose from {sorted(GENERATION_OPTIONS)}"
             )
         self.generation = {**DEFAULT_GENERATION, **(generation or {})}
+        try:  # now, not at the first validation after an epoch of training
+            check_decoding_options(**self.generation)
+        except GenerationInputError as err:
+            raise GenerationInputError(f"model.generation: {err}") from None
         self.lines = lines
         self.predictions_dir = predictions_dir
         self._sonnets: list[tuple[Any, ...]] = []

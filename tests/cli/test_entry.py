@@ -53,3 +53,28 @@ def test_predicting_without_a_test_file_is_one_line_naming_the_option(monkeypatc
     with pytest.raises(SystemExit) as exit_info:
         entry()
     assert exit_info.value.code == "ptl-gpt2: error: SSTDataModule: `predict` needs the test split, but option 'test_file' is not set"
+
+
+@pytest.mark.parametrize(
+    "config, option, message",
+    [
+        ("sst", "--model.init_args.pretrained={tmp}/none",
+         "model.pretrained: {tmp}/none: no such checkpoint file or directory (hub names: gpt2, gpt2-medium, gpt2-large, "
+         "gpt2-xl, llama-tiny)"),
+        ("sonnet", '--model.init_args.generation={"top_p": 1.5}', "model.generation: top_p must be in (0, 1], got 1.5"),
+        ("quora", '--model.init_args.verbalizer=["no", "yes indeed"]',
+         "model.verbalizer: 'yes indeed' is 2 GPT-2 tokens [8505, 5600]; it must be exactly one"),
+    ],
+)  # fmt: skip
+def test_a_refused_task_option_is_one_line_though_jsonargparse_wraps_it(monkeypatch, tmp_path, config, option, message):
+    # The task raises while LightningCLI builds it; jsonargparse re-raises that as "Does not validate
+    # against any of the Union subtypes" with the task's error as its cause.
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.delenv("PTL_GPT2_TRACEBACK", raising=False)
+    monkeypatch.setattr(sys, "argv", ["ptl-gpt2", "fit", "--config", str(root / "configs" / config / "quick.yaml"),
+                                      option.replace("{tmp}", str(tmp_path))])
+    with pytest.raises(SystemExit) as exit_info:
+        entry()
+    assert exit_info.value.code == "ptl-gpt2: error: " + message.replace("{tmp}", str(tmp_path))

@@ -9,6 +9,7 @@ from ptl_gpt2.cli import main as cli_main
 from ptl_gpt2.commands.generate import main
 from ptl_gpt2.generation import generate_text
 from ptl_gpt2.model import GPT2, GPT2Config
+from ptl_gpt2.model.checkpoint import CheckpointError
 from ptl_gpt2.tokenizer import gpt2_tokenizer
 
 PROMPTS_FILE = """Sonnets
@@ -104,7 +105,7 @@ def test_adapter_weights_are_refused_with_a_clear_error(tiny, tmp_path):
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     state["model.transformer.h.0.attn.c_attn.lora_A.weight"] = torch.zeros(4, 64)
     torch.save({"hyper_parameters": {"preset": "tiny"}, "state_dict": state}, ckpt)
-    with pytest.raises(ValueError, match="merge adapters"):
+    with pytest.raises(CheckpointError, match="merge adapters"):
         main(["--checkpoint", str(ckpt), "--prompt", "Hello"])
 
 
@@ -113,13 +114,19 @@ def test_adapter_weights_are_refused_with_a_clear_error(tiny, tmp_path):
     [
         (["--checkpoint", "missing.ckpt", "--prompt", "x"], FileNotFoundError, "missing.ckpt does not exist"),
         (["--checkpoint", "{dir}", "--prompts-file", "nope.txt"], FileNotFoundError, "--prompts-file: nope.txt"),
-        (["--checkpoint", "{dir}", "--prompt", "x", "--top-p", "2"], ValueError, "top_p must be in"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(tiny, argv, error, message):
     _, directory = tiny
     with pytest.raises(error, match=re.escape(message)):
         main([a.replace("{dir}", str(directory)) for a in argv])
+
+
+def test_a_refused_decoding_option_is_a_usage_error_before_the_model_loads(capsys):
+    with pytest.raises(SystemExit) as exit_info:  # the checkpoint does not exist: it is never read
+        main(["--checkpoint", "missing.ckpt", "--prompt", "x", "--do-sample", "--top-p", "2"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.endswith("ptl-gpt2 generate: error: top_p must be in (0, 1], got 2.0\n")
 
 
 def test_prompt_or_prompts_file_is_required(tiny):

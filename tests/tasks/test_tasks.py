@@ -83,6 +83,8 @@ def test_sonnet_completion_is_cut_at_14_lines():
     assert text.startswith(prompt) and len(text.rstrip("\n").split("\n")) <= 4
     with pytest.raises(ValueError, match=r"model.generation: unknown option\(s\) \['topp'\]"):
         SonnetGenerator(generation={"topp": 0.9}, **TINY)
+    with pytest.raises(ValueError, match=r"model.generation: top_p must be in \(0, 1\], got 1.5"):  # before any training
+        SonnetGenerator(generation={"top_p": 1.5}, **TINY)
 
 
 def test_generated_sonnets_file_layout(tmp_path):
