@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from ..model.checkpoint import CheckpointError
+
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, base_model: str | None = None) -> Path:
     from ..peft.hf_peft import export_adapter
@@ -31,7 +33,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, base_model: str |
     peft = ckpt.get("peft")
     if not peft or peft.get("method") != "LoRA":
         found = "no PEFT callback" if not peft else peft.get("method")
-        raise ValueError(f"--checkpoint: {path} was saved by a run with {found}; export needs a LoRA run")
+        raise CheckpointError(f"--checkpoint: {path} was saved by a run with {found}; export needs a LoRA run")
     cfg, hp = peft["config"], ckpt.get("hyper_parameters", {})
     pretrained = base_model or hp.get("pretrained")
     backbone = build_backbone(hp.get("preset", "gpt2"), pretrained, hp.get("dropout"), False)
@@ -41,7 +43,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, base_model: str |
     missing, unexpected = backbone.load_state_dict(weights, strict=False)
     lora_keys = {f"{n}.{p}" for n, m in lora_modules(backbone).items() for p, _ in m.named_parameters() if "lora_" in p}
     if lora_keys & set(missing) or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"--checkpoint: {path} does not match its own LoRA config {cfg}: missing "
             f"{sorted(lora_keys & set(missing))[:3]}, unexpected {unexpected[:3]}"
         )

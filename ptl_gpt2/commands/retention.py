@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from ..model import GPT2
+from ..model.checkpoint import CheckpointError
 
 TASKS = ("paraphrase", "boolq", "perplexity")
 DEFAULT_FILES = {"paraphrase": "quora-dev.csv", "boolq": "dev.jsonl", "perplexity": "valid.txt"}
@@ -53,7 +54,7 @@ def load_backbone(path: str | Path, base: str | None = None) -> GPT2:
         c = peft["config"]
         inject_lora(model, c["target_modules"], c["r"], c["alpha"], c["dropout"], c["rslora"], c["dora"], c["qkv"])
     elif peft and peft.get("method") not in ("BitFit", "FreezeFirstK"):
-        raise ValueError(f"--checkpoint: {path} holds {peft.get('method')} modules; retention rebuilds full, "
+        raise CheckpointError(f"--checkpoint: {path} holds {peft.get('method')} modules; retention rebuilds full, "
                          "LoRA, BitFit and quantised checkpoints only")
     if quant:
         c = quant["config"]
@@ -64,10 +65,10 @@ def load_backbone(path: str | Path, base: str | None = None) -> GPT2:
     weights = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     result = model.load_state_dict(weights, strict=False)
     if result.unexpected_keys:
-        raise ValueError(f"--checkpoint: {path} holds weights this backbone lacks: {result.unexpected_keys[:3]}")
+        raise CheckpointError(f"--checkpoint: {path} holds weights this backbone lacks: {result.unexpected_keys[:3]}")
     missing = [k for k in result.missing_keys if k != "lm_head.weight"]
     if missing and pretrained is None:
-        raise ValueError(f"--checkpoint: {path} lacks backbone weights ({', '.join(missing[:3])}, ...) and names "
+        raise CheckpointError(f"--checkpoint: {path} lacks backbone weights ({', '.join(missing[:3])}, ...) and names "
                          "no model.pretrained to take them from; pass --base")
     if peft.get("method") == "LoRA":
         merge_lora(model)

@@ -67,11 +67,16 @@ def read_themes(values: list[str] | None) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if not args.model:
-        raise ValueError("--model: name the teacher model (or set OPENAI_MODEL)")
+        parser.error("--model: name the teacher model (or set OPENAI_MODEL)")
     if args.n < 0 or args.concurrency < 1:
-        raise ValueError(f"--n must be >= 0 and --concurrency >= 1 (got {args.n}, {args.concurrency})")
+        parser.error(f"--n must be >= 0 and --concurrency >= 1 (got {args.n}, {args.concurrency})")
+    try:
+        themes = read_themes(args.themes)
+    except ValueError as err:  # no themes in the list or file
+        parser.error(str(err))
     client = ChatClient(
         base_url=args.base_url, model=args.model, api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
         timeout=args.timeout, max_retries=args.max_retries, backoff=args.backoff,
@@ -79,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         summary = generate_sonnets(
-            client, args.out, args.n, teacher=args.teacher, themes=read_themes(args.themes), seed=args.seed,
+            client, args.out, args.n, teacher=args.teacher, themes=themes, seed=args.seed,
             concurrency=args.concurrency, only_perfect=args.only_perfect, temperature=args.temperature,
             max_tokens=args.max_tokens, progress=not args.no_progress,
         )

@@ -78,3 +78,16 @@ def test_a_refused_task_option_is_one_line_though_jsonargparse_wraps_it(monkeypa
     with pytest.raises(SystemExit) as exit_info:
         entry()
     assert exit_info.value.code == "ptl-gpt2: error: " + message.replace("{tmp}", str(tmp_path))
+
+
+def test_a_checkpoint_a_command_cannot_use_is_one_line(monkeypatch, tmp_path):
+    import torch
+
+    ckpt = tmp_path / "full.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"preset": "tiny"}}, ckpt)
+    monkeypatch.delenv("PTL_GPT2_TRACEBACK", raising=False)
+    monkeypatch.setattr(sys, "argv", ["ptl-gpt2", "export-adapter", "--checkpoint", str(ckpt), "--out", str(tmp_path / "a")])
+    with pytest.raises(SystemExit) as exit_info:
+        entry()
+    assert exit_info.value.code == f"ptl-gpt2: error: --checkpoint: {ckpt} was saved by a run with no PEFT callback; " \
+        "export needs a LoRA run"
