@@ -48,10 +48,13 @@ def ddp_job(out: Path, data_dir: Path) -> None:
     """Run by both ranks: fit under DDP, save the weights, validate, predict; rank 0 writes metrics."""
     import lightning as L
 
+    from ptl_gpt2.callbacks import RunSummary
+
     for task in TASKS:
         L.seed_everything(0)
         model, dm = build(task, data_dir, out / task / "predictions")
-        trainer = L.Trainer(devices=2, strategy="ddp", default_root_dir=out / task, **FIT)
+        # RunSummary as the CLI adds it: its end-of-fit sums are collectives every rank must join.
+        trainer = L.Trainer(devices=2, strategy="ddp", default_root_dir=out / task, callbacks=[RunSummary()], **FIT)
         trainer.fit(model, dm)
         trainer.save_checkpoint(out / task / "final.ckpt")  # rank 0 writes it
         metrics = trainer.validate(model, dm, verbose=False)[0]
@@ -110,6 +113,19 @@ def test_ddp_metrics_equal_a_single_process_run(ddp_run, single_runs, task):
     for key in expected[task]:
         assert ddp["metrics"][key] == pytest.approx(single_runs[task][key], rel=1e-5, abs=1e-6), key
     print(f"DDP job (both tasks, 2 processes) took {seconds:.1f} s")
+
+
+def test_run_summary_counts_both_processes(ddp_run):
+    out, data, _ = ddp_run
+    summary = json.loads((out / "sentiment" / "summary.json").read_text())
+    # 2 steps = one epoch: each process saw 3 of the 6 training rows, so together they saw each once.
+    _, dm = build("sentiment", data, out / "unused")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(out / "cache"))
+        dm.setup("fit")
+    tokens = sum(int(batch["attention_mask"].sum()) for batch in dm.train_dataloader())
+    assert (summary["world_size"], summary["global_step"]) == (2, 2)
+    assert (summary["samples_seen"], summary["tokens_seen"]) == (6, tokens)
 
 
 def rows_of(path: Path) -> list[str]:
