@@ -112,6 +112,13 @@ class GPT2Task(L.LightningModule):
             scheduler.set_total_steps(steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # SMART's slow copy of the weights (`smart._extra_state`) only serves resuming SMART training:
+        # without it a SMART-trained checkpoint loads into the plain recipe (validate, test, predict).
+        if self.smart is None:
+            for key in [k for k in checkpoint.get("state_dict", {}) if k.startswith("smart.")]:
+                del checkpoint["state_dict"][key]
+
     def configure_callbacks(self) -> list[L.Callback]:
         """The task's checkpoints (in place of Lightning's default one) and early stopping when asked.
 

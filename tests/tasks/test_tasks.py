@@ -180,3 +180,21 @@ def test_a_checkpoint_callback_given_to_the_trainer_is_kept(tmp_path):
     trainer = _fit_sentiment(tmp_path, monitor_patience=None, callbacks=[mine])
     assert trainer.checkpoint_callbacks == [mine]
     assert sorted(p.name for p in tmp_path.rglob("*.ckpt")) == ["step-step=2.ckpt", "step-step=4.ckpt"]
+
+
+def test_a_smart_trained_checkpoint_loads_into_the_task_without_smart(tmp_path):
+    from ptl_gpt2.regularization import SMART
+
+    trained = SentimentClassifier(num_classes=2, smart=SMART(), **TINY)
+    trained.smart.slow = {"head.weight": torch.zeros(2, 64)}  # as after SMART's first optimizer step
+    checkpoint = {"state_dict": trained.state_dict()}
+    assert "smart._extra_state" in checkpoint["state_dict"]
+    plain = SentimentClassifier(num_classes=2, **TINY)
+    plain.on_load_checkpoint(checkpoint)  # Lightning calls it before loading the state dict
+    plain.load_state_dict(checkpoint["state_dict"])  # strict, as Lightning loads it
+    torch.testing.assert_close(plain.head.weight, trained.head.weight)
+    resumed = SentimentClassifier(num_classes=2, smart=SMART(), **TINY)  # resuming SMART keeps its state
+    checkpoint = {"state_dict": trained.state_dict()}
+    resumed.on_load_checkpoint(checkpoint)
+    resumed.load_state_dict(checkpoint["state_dict"])
+    assert resumed.smart.slow.keys() == {"head.weight"}
