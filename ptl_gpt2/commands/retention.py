@@ -55,7 +55,7 @@ def load_backbone(path: str | Path, base: str | None = None) -> GPT2:
         inject_lora(model, c["target_modules"], c["r"], c["alpha"], c["dropout"], c["rslora"], c["dora"], c["qkv"])
     elif peft and peft.get("method") not in ("BitFit", "FreezeFirstK"):
         raise CheckpointError(f"--checkpoint: {path} holds {peft.get('method')} modules; retention rebuilds full, "
-                         "LoRA, BitFit and quantised checkpoints only")
+                              "LoRA, BitFit and quantised checkpoints only")
     if quant:
         c = quant["config"]
         if quant["method"] == "QAFT":
@@ -69,7 +69,7 @@ def load_backbone(path: str | Path, base: str | None = None) -> GPT2:
     missing = [k for k in result.missing_keys if k != "lm_head.weight"]
     if missing and pretrained is None:
         raise CheckpointError(f"--checkpoint: {path} lacks backbone weights ({', '.join(missing[:3])}, ...) and names "
-                         "no model.pretrained to take them from; pass --base")
+                              "no model.pretrained to take them from; pass --base")
     if peft.get("method") == "LoRA":
         merge_lora(model)
     return model.eval()
