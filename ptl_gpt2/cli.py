@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> None:
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        trainer_defaults={"logger": default_loggers()},
+        # default_root_dir: without a logger (logger: false, fast_dev_run) checkpoints, the saved config
+        # and summary.json would otherwise land in the working directory itself
+        trainer_defaults={"logger": default_loggers(), "default_root_dir": DEFAULT_LOG_DIR},
         save_config_kwargs={"overwrite": True},
         args=argv,
         auto_configure_optimizers=False,  # optimizers come from the task's `optimizer` option

@@ -192,3 +192,12 @@ def test_default_root_dir_moves_the_default_logs(tmp_path):
     run = tmp_path / "elsewhere" / "lightning_logs" / "version_0"
     assert (run / "metrics.csv").is_file() and (run / "summary.json").is_file()
     assert list((run / "checkpoints").glob("*.ckpt"))
+
+
+def test_without_a_logger_the_run_still_lands_under_runs(tmp_path):
+    # Lightning's own default_root_dir is the working directory: checkpoints/, config.yaml and
+    # summary.json would be written straight into it.
+    config = ROOT / "configs/sst/quick.yaml"
+    main(["fit", "--config", str(config), *ONE_STEP, *fixture_args(config, tmp_path)])  # ONE_STEP: logger=false
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "summary.json").exists()
+    assert (tmp_path / "runs" / "summary.json").is_file() and list((tmp_path / "runs" / "checkpoints").glob("*.ckpt"))
