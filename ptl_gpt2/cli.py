@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
@@ -56,6 +57,25 @@ def logs_under_default_root_dir(config) -> None:
             init_args["save_dir"] = str(root)
 
 
+class AcceleratorUnavailableError(RuntimeError):
+    """`trainer.accelerator` names hardware this machine does not have."""
+
+
+def check_accelerator(accelerator: Any) -> None:
+    """Refuse a GPU accelerator on a machine without one, naming the option (Lightning raises "No
+    supported gpu backend found!" from inside the Trainer)."""
+    if not isinstance(accelerator, str):
+        return  # "auto", None and Accelerator objects choose for themselves
+    name = accelerator.lower()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    missing = {"gpu": not (torch.cuda.is_available() or mps), "cuda": not torch.cuda.is_available(), "mps": not mps}
+    if missing.get(name, False):
+        raise AcceleratorUnavailableError(
+            f"trainer.accelerator={accelerator}: torch sees no such device on this machine; leave out the GPU "
+            "config (e.g. configs/scale/*.yaml, configs/sst/bf16.yaml) or pass --trainer.accelerator=cpu"
+        )
+
+
 class GPT2CLI(LightningCLI):
     """Configs name a task (`model: {class_path: ptl_gpt2.tasks.SentimentClassifier, ...}`) and a
     DataModule (`data: {class_path: datamodules.SSTDataModule, ...}`).
@@ -67,9 +87,10 @@ class GPT2CLI(LightningCLI):
     """
 
     def before_instantiate_classes(self) -> None:
-        """Refuse a precision this machine cannot run (FP8 without TransformerEngine) before any work;
+        """Refuse a GPU or precision this machine lacks (FP8 without TransformerEngine) before any work;
         hand clipping to SMART; put the default logs under `trainer.default_root_dir`."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        check_accelerator(config.trainer.accelerator)
         check_precision(config.trainer.precision, config.trainer.accelerator)
         hand_trainer_options_to_smart(config)
         logs_under_default_root_dir(config)
@@ -161,7 +182,7 @@ def user_fixable(err: BaseException) -> BaseException | None:
     # offline, ...) is checked with a message naming the option and the path.
     kinds = (
         DataFileNotFoundError, FileNotFoundError, DataFormatError, SplitNotConfiguredError, CheckpointError,
-        PrecisionUnavailableError, GenerationInputError, OptionError,
+        PrecisionUnavailableError, AcceleratorUnavailableError, GenerationInputError, OptionError,
     )  # fmt: skip
     seen: BaseException | None = err
     while seen is not None:

@@ -91,3 +91,16 @@ def test_a_checkpoint_a_command_cannot_use_is_one_line(monkeypatch, tmp_path):
         entry()
     assert exit_info.value.code == f"ptl-gpt2: error: --checkpoint: {ckpt} was saved by a run with no PEFT callback; " \
         "export needs a LoRA run"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_gpu_config_on_a_machine_without_one_is_one_line(monkeypatch):
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    monkeypatch.delenv("PTL_GPT2_TRACEBACK", raising=False)
+    monkeypatch.setattr(sys, "argv", ["ptl-gpt2", "fit", "--config", str(configs / "sst/quick.yaml"),
+                                      "--config", str(configs / "sst/bf16.yaml")])
+    with pytest.raises(SystemExit) as exit_info:
+        entry()
+    assert exit_info.value.code.startswith("ptl-gpt2: error: trainer.accelerator=gpu: torch sees no such device")
