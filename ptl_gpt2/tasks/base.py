@@ -134,10 +134,12 @@ class GPT2Task(L.LightningModule):
                     filename="best-{epoch}-{step}",
                     auto_insert_metric_name=False,
                 ),
-                # last.ckpt, the state at every checkpoint time (resume, validate, export from it). Not
-                # `save_last=True` above: since Lightning 2.6 that writes last.ckpt only at steps where a
-                # best checkpoint is written, so it would be a copy of the best one.
-                ModelCheckpoint(filename=ModelCheckpoint.CHECKPOINT_NAME_LAST, enable_version_counter=False),
+                # last.ckpt, the state at the end of every training epoch, validated or not (resume,
+                # validate, export from it). Not `save_last=True` above: since Lightning 2.6 that writes
+                # last.ckpt only at steps where a best checkpoint is written, a copy of the best one.
+                ModelCheckpoint(
+                    filename=ModelCheckpoint.CHECKPOINT_NAME_LAST, enable_version_counter=False, save_on_train_epoch_end=True
+                ),
             ]
         if self.monitor_patience is not None:
             # Checked after each validation, as documented: checked at the end of the training epoch

@@ -168,6 +168,13 @@ def test_last_checkpoint_is_the_state_at_the_end_not_a_copy_of_the_best(tmp_path
     assert trainer._checkpoint_connector._parse_ckpt_path(trainer.state.fn, "last", True, True) == str(checkpoints / "last.ckpt")
 
 
+def test_last_checkpoint_is_written_at_epoch_ends_without_validation(tmp_path):
+    # Validation every 4 epochs (as sonnet/quick does, generation is slow), 2 epochs: no validation ran.
+    _fit_sentiment(tmp_path, monitor_patience=None, max_epochs=2, check_val_every_n_epoch=4)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (1, 8)
+
+
 def test_checkpointing_off_writes_no_checkpoints(tmp_path):
     _fit_sentiment(tmp_path, monitor_patience=None, enable_checkpointing=False)
     assert not list(tmp_path.rglob("*.ckpt"))
