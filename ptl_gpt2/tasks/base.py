@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from datamodules.errors import DataFormatError
 
 from ..model import GPT2, GPT2Config
 from ..optim import AdamW
@@ -111,6 +114,16 @@ class GPT2Task(L.LightningModule):
                 steps = self.smart.total_optimizer_steps(self.trainer)
             scheduler.set_total_steps(steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def unscorable_split(self, stage: str, missing: str) -> DataFormatError:
+        """The error for `validate`/`test` on a split without `missing` (labels, gold text), naming its
+        file and option when the DataModule says (`test` on a CS224N test-student file)."""
+        datamodule = getattr(self._trainer, "datamodule", None)  # None outside a Trainer or without a DataModule
+        option = getattr(datamodule, "split_options", {}).get(stage)  # "test" -> "test_file"
+        name = getattr(datamodule, option, None) if option else None
+        file = datamodule.path(name) if isinstance(name, (str, Path)) else None
+        split = f"the {stage} split" + (f" (data.init_args.{option})" if option else "")
+        return DataFormatError(f"{split} has no {missing}, so it cannot be scored; `predict` writes its predictions", file=file)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # SMART's slow copy of the weights (`smart._extra_state`) only serves resuming SMART training:

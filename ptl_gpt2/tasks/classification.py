@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryF1Score, MulticlassAccuracy, MulticlassF1Score
-
-from datamodules.errors import DataFormatError
 
 from .base import GPT2Task
 from .predictions import gather_rows
@@ -40,23 +37,11 @@ class ClassificationTask(GPT2Task):
 
     def _evaluate(self, batch: dict[str, Any], metrics: MetricCollection, stage: str) -> None:
         if "labels" not in batch:
-            raise self._unlabelled_split(stage)
+            raise self.unscorable_split(stage, "labels")
         logits = self.task_outputs(batch)
         self.log(f"{stage}/loss", self.task_loss(logits, batch), batch_size=len(logits), sync_dist=True)
         metrics.update(logits.argmax(-1), batch["labels"])
         self.log_dict(metrics, batch_size=len(logits), prog_bar=stage == "val")
-
-    def _unlabelled_split(self, stage: str) -> DataFormatError:
-        """The error for scoring a split without labels, naming its file and option when the DataModule says."""
-        datamodule = getattr(self._trainer, "datamodule", None)  # None outside a Trainer or without a DataModule
-        option = getattr(datamodule, "split_options", {}).get(stage)  # "test" -> "test_file"
-        name = getattr(datamodule, option, None) if option else None
-        file = datamodule.path(name) if isinstance(name, (str, Path)) else None
-        fix = f" or set data.init_args.{option} to a labelled file" if option else ""
-        return DataFormatError(
-            f"the {stage} split has no labels, so it cannot be scored; run `predict` to write its predictions{fix}",
-            file=file,
-        )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, self.val_metrics, "val")

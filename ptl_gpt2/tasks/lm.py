@@ -48,6 +48,8 @@ class LanguageModel(GPT2Task):
         return linear_cross_entropy(hidden, head.weight, lm_targets(ids, mask))
 
     def _evaluate(self, batch: dict[str, Any], nll: MeanMetric, stage: str) -> None:
+        if "input_ids" not in batch:  # e.g. the sonnets' test split: prompts to continue, no gold text
+            raise self.unscorable_split(stage, "gold text (prompts only)")
         loss = self.loss(batch)
         nll.update(loss, weight=batch["attention_mask"][:, 1:].sum())
         self.log(f"{stage}/loss", nll, prog_bar=stage == "val")

@@ -34,8 +34,8 @@ def test_testing_an_unlabelled_split_is_one_line_naming_the_file_and_option(monk
     with pytest.raises(SystemExit) as exit_info:
         entry()
     assert exit_info.value.code == (
-        f"ptl-gpt2: error: {tmp_path / 'test.csv'}: the test split has no labels, so it cannot be scored; "
-        "run `predict` to write its predictions or set data.init_args.test_file to a labelled file"
+        f"ptl-gpt2: error: {tmp_path / 'test.csv'}: the test split (data.init_args.test_file) has no labels, "
+        "so it cannot be scored; `predict` writes its predictions"
     )
 
 
@@ -104,3 +104,18 @@ def test_a_gpu_config_on_a_machine_without_one_is_one_line(monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         entry()
     assert exit_info.value.code.startswith("ptl-gpt2: error: trainer.accelerator=gpu: torch sees no such device")
+
+
+def test_testing_the_sonnets_prompt_only_split_is_one_line(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "sonnet" / "quick.yaml"  # the shipped demo corpus
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PTL_GPT2_TRACEBACK", raising=False)
+    monkeypatch.setattr(sys, "argv", ["ptl-gpt2", "test", "--config", str(config), "--trainer.logger=false",
+                                      "--trainer.enable_progress_bar=false"])
+    with pytest.raises(SystemExit) as exit_info:
+        entry()
+    assert exit_info.value.code.startswith("ptl-gpt2: error: ")
+    assert exit_info.value.code.endswith("the test split (data.init_args.test_prompts_file) has no gold text (prompts only), "
+                                         "so it cannot be scored; `predict` writes its predictions")
