@@ -128,6 +128,7 @@ def hand_trainer_options_to_smart(config) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in COMMANDS:
         importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
@@ -141,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
         # and summary.json would otherwise land in the working directory itself
         trainer_defaults={"logger": default_loggers(), "default_root_dir": DEFAULT_LOG_DIR},
         save_config_kwargs={"overwrite": True},
-        args=argv,
+        # None: LightningCLI reads sys.argv itself (given both, it warns on every run)
+        args=None if from_command_line else argv,
         auto_configure_optimizers=False,  # optimizers come from the task's `optimizer` option
         parser_kwargs={
             "description": (

@@ -119,3 +119,15 @@ def test_testing_the_sonnets_prompt_only_split_is_one_line(monkeypatch, tmp_path
     assert exit_info.value.code.startswith("ptl-gpt2: error: ")
     assert exit_info.value.code.endswith("the test split (data.init_args.test_prompts_file) has no gold text (prompts only), "
                                          "so it cannot be scored; `predict` writes its predictions")
+
+
+def test_the_command_line_reaches_lightning_cli_without_its_both_args_warning(monkeypatch, recwarn, capsys):
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "sst" / "quick.yaml"
+    monkeypatch.setattr(sys, "argv", ["ptl-gpt2", "fit", "--config", str(config), "--print_config"])
+    with pytest.raises(SystemExit) as exit_info:
+        entry()
+    assert exit_info.value.code in (0, None)
+    assert "class_path: ptl_gpt2.tasks.SentimentClassifier" in capsys.readouterr().out
+    assert not [w for w in recwarn if "args parameter" in str(w.message)]
