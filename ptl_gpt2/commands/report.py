@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from ..sweep import write_report
 
@@ -22,7 +23,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", help="where to write (default <sweep_dir>/report)")
     parser.add_argument("--metric", help="a metric of summary.json's `metrics` (default: the best checkpoint's)")
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-    written = write_report(args.sweep_dir, args.out, args.metric)
+    with warnings.catch_warnings(record=True) as caught:  # runs left out: one plain line each
+        warnings.simplefilter("always")
+        try:
+            written = write_report(args.sweep_dir, args.out, args.metric)
+        finally:
+            for warning in caught:
+                print(f"ptl-gpt2 {warning.message}", file=sys.stderr)
     for path in written:
         if path.suffix == ".md":
             print(path.read_text())

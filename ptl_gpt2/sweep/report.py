@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -38,21 +39,28 @@ def run_metric(summary: dict[str, Any], metric: str | None) -> tuple[str, float]
 
 
 def collect(sweep_dir: str | Path, metric: str | None = None) -> list[dict[str, Any]]:
-    """One record per finished run (a manifest and a summary with the metric)."""
+    """One record per finished run (a manifest and a summary with the metric); a warning names the
+    runs left out (no summary.json yet: running or failed; no metric: e.g. no validation ran)."""
     records = []
+    left_out: dict[str, list[str]] = defaultdict(list)
     for manifest_path in sorted(Path(sweep_dir).glob(f"*/{MANIFEST}")):
         manifest = json.loads(manifest_path.read_text())
         summary_path = find_summary(manifest_path.parent)
         if summary_path is None:
+            left_out["no summary.json yet (still running, or failed: see its log.txt)"].append(manifest_path.parent.name)
             continue
         summary = json.loads(summary_path.read_text())
         found = run_metric(summary, metric)
         if found is None:
+            wanted = metric or "best-checkpoint score or val/loss"
+            left_out[f"no {wanted} in summary.json (did validation run?)"].append(manifest_path.parent.name)
             continue
         records.append({"task": manifest.get("task", "run"), "label": manifest.get("label", manifest_path.parent.name),
                         "index": manifest.get("index", 0), "seed": manifest.get("seed"),
                         "metric": found[0], "value": found[1], **{k: summary.get(k) for k in
                         ("trainable_params", "total_params", "peak_memory_mb", "tokens_per_s", "wall_time_s")}})
+    for reason, names in left_out.items():
+        warnings.warn(f"report: {len(names)} run(s) left out, {reason}: {', '.join(names)}", stacklevel=2)
     return records
 
 
@@ -153,7 +161,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, metri
     sweep_dir = Path(sweep_dir)
     tables = aggregate(collect(sweep_dir, metric))
     if not tables:
-        raise FileNotFoundError(f"report: no finished run (manifest.json + summary.json) under {sweep_dir}")
+        raise FileNotFoundError(f"report: no finished run with a metric (manifest.json + summary.json) under {sweep_dir}")
     out = Path(out_dir) if out_dir else sweep_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     written = []

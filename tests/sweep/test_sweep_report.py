@@ -39,7 +39,8 @@ def write_sweep(root: Path) -> Path:
 
 
 def test_mean_and_sample_std_over_seeds(tmp_path):
-    tables = aggregate(collect(write_sweep(tmp_path)))
+    with pytest.warns(UserWarning, match=r"1 run\(s\) left out, no summary.json yet .*: unfinished$"):
+        tables = aggregate(collect(write_sweep(tmp_path)))
     assert set(tables) == {"sst", "lm"}
     sst = {row["label"]: row for row in tables["sst"]}
     assert list(sst) == ["r=1", "r=16", "full"]  # grid order
@@ -67,7 +68,10 @@ def test_report_writes_markdown_csv_per_task(tmp_path, capsys):
     rows = list(csv.DictReader(open(tmp_path / "out" / "sst.csv")))
     assert [r["label"] for r in rows] == ["r=1", "r=16", "full"]
     assert float(rows[1]["metric_mean"]) == pytest.approx(0.38) and rows[2]["metric_std"] == ""
-    assert "0.3200 ± 0.0283" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "0.3200 ± 0.0283" in printed.out
+    assert printed.err == "ptl-gpt2 report: 1 run(s) left out, no summary.json yet (still running, or failed: see its " \
+        "log.txt): unfinished\n"
 
 
 def test_report_metric_option_and_empty_sweep(tmp_path):
@@ -76,6 +80,8 @@ def test_report_metric_option_and_empty_sweep(tmp_path):
     assert all(row["metric"] == "train/loss" and row["metric_mean"] == 1.0 for row in tables["sst"])
     with pytest.raises(FileNotFoundError, match="no finished run"):
         report_main([str(tmp_path / "nothing")])
+    with pytest.warns(UserWarning, match=r"6 run\(s\) left out, no val/f1 in summary.json \(did validation run\?\)"):
+        assert collect(sweep, metric="val/f1") == []  # a metric no run logged
 
 
 def test_plots_with_the_pareto_front(tmp_path):
