@@ -159,6 +159,8 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, metri
     """Write `<task>.md`, `<task>.csv` and (with matplotlib) `<task>_vs_trainable_params.png`,
     `<task>_vs_peak_memory.png` to `out_dir` (default `<sweep_dir>/report`); returns the files."""
     sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"report: {sweep_dir} is not a folder (give the --out of `ptl-gpt2 sweep`)")
     tables = aggregate(collect(sweep_dir, metric))
     if not tables:
         raise FileNotFoundError(f"report: no finished run with a metric (manifest.json + summary.json) under {sweep_dir}")

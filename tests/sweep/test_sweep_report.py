@@ -78,8 +78,11 @@ def test_report_metric_option_and_empty_sweep(tmp_path):
     sweep = write_sweep(tmp_path / "sweep")
     tables = aggregate(collect(sweep, metric="train/loss"))
     assert all(row["metric"] == "train/loss" and row["metric_mean"] == 1.0 for row in tables["sst"])
-    with pytest.raises(FileNotFoundError, match="no finished run"):
+    with pytest.raises(FileNotFoundError, match="nothing is not a folder"):
         report_main([str(tmp_path / "nothing")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        report_main([str(tmp_path / "empty")])
     with pytest.warns(UserWarning, match=r"6 run\(s\) left out, no val/f1 in summary.json \(did validation run\?\)"):
         assert collect(sweep, metric="val/f1") == []  # a metric no run logged
 
