@@ -293,7 +293,8 @@ class TokenizedDataModule(LightningDataModule):
     def cached(self, kind: str, files: list[Path], settings: dict[str, Any], build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """`build()` (a dict of arrays / string lists), or its cached copy. The key covers the bytes
         of `files`, the tokenizer and `settings`. `build` may return `notes` (messages about
-        truncated or skipped rows): they are logged as warnings on every run, cache hit or not."""
+        truncated or skipped rows of `files[0]`): they are logged as warnings on every run, cache hit
+        or not, after the file's path as given now (the cache is shared by files of equal bytes)."""
         if self.cache is None:
             arrays = build()
         else:
@@ -306,7 +307,7 @@ class TokenizedDataModule(LightningDataModule):
             arrays, hit = self.cache.get_or_build(key, build)
             log.info("%s: %s %s (%s)", type(self).__name__, "cache hit for" if hit else "tokenised and cached", kind, self.cache.path(key))
         for note in arrays.pop("notes", []):
-            log.warning("%s: %s", type(self).__name__, note)
+            log.warning("%s: %s: %s", type(self).__name__, files[0], note)
         return arrays
 
     # ---- dataloaders -----------------------------------------------------------------------

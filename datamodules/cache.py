@@ -22,7 +22,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when the stored layout or the tokenisation code changes
+FORMAT_VERSION = 2  # bump when the stored layout or the tokenisation code changes (2: notes without the path)
 PROBE_TEXT = (
     "Shall I compare thee to a summer's day? Thou art more lovely and more temperate.\n"
     "  Is \"this\" a paraphrase? Answer: yes 1234 3.14 -- naïve café 日本語 \t<|endoftext|>"

@@ -113,12 +113,12 @@ def encode_rows(
     notes = []
     if n_truncated:
         notes.append(
-            f"{path}: {n_truncated} of {len(fields)} prompts were longer than max_length={max_length} tokens;"
+            f"{n_truncated} of {len(fields)} prompts were longer than max_length={max_length} tokens;"
             f" their {'/'.join(template.truncate_fields)} was truncated"
         )
     if skipped:
         shown = ", ".join(map(str, skipped[:20])) + (", ..." if len(skipped) > 20 else "")
-        notes.append(f"{path}: skipped {len(skipped)} rows {skip_reason} (skip_unlabeled=True): lines {shown}")
+        notes.append(f"skipped {len(skipped)} rows {skip_reason} (skip_unlabeled=True): lines {shown}")
     arrays: dict[str, Any] = {**pack_tokens(token_lists), "ids": ids, "notes": notes}
     if labels is not None:
         arrays["labels"] = np.array(labels, dtype=np.int64)

@@ -306,7 +306,7 @@ class SonnetDataModule(TokenizedDataModule):
                 long = sum(len(ids) > self.max_length for ids in token_lists)
                 token_lists = [ids[: self.max_length] for ids in token_lists]
                 if long:
-                    notes.append(f"{path}: {long} of {len(token_lists)} sonnets were longer than max_length={self.max_length} tokens and were truncated")
+                    notes.append(f"{long} of {len(token_lists)} sonnets were longer than max_length={self.max_length} tokens and were truncated")
             return {**pack_tokens(token_lists), "notes": notes}
 
         return self.cached(kind, [path], settings, build)

@@ -162,9 +162,9 @@ class TextDataModule(TokenizedDataModule):
             raise DataFormatError("the file is empty (no text between separators)", file=path, line=1, field=option)
         notes = []
         if n_empty:
-            notes.append(f"{path}: skipped {n_empty} empty documents (nothing between two separators)")
+            notes.append(f"skipped {n_empty} empty documents (nothing between two separators)")
         if self.max_documents is not None and len(documents) > self.max_documents:
-            notes.append(f"{path}: using the first {self.max_documents} of {len(documents)} documents (max_documents)")
+            notes.append(f"using the first {self.max_documents} of {len(documents)} documents (max_documents)")
             documents = documents[: self.max_documents]
         token_lists = [ids + [self.eot_id] for ids in encode_ordinary(self.tokenizer, documents)]
         return {**pack_tokens(token_lists), "notes": notes}

@@ -133,3 +133,18 @@ def test_long_questions_lose_their_end_not_the_cue(tmp_path, caplog):
     assert len(module.datasets["train"][0]["input_ids"]) <= 64
     assert text.endswith('"\nQuestion 2: "short?"\nAre these questions asking the same thing?\nAnswer:')
     assert "1 of 1 prompts were longer than max_length=64" in caplog.text
+
+
+def test_a_cached_note_names_the_file_given_now_not_the_one_that_filled_the_cache(tmp_path, caplog):
+    text = MINBERT_LAYOUT + '5\tabc\tq?\t"""Broken quote?"\t\n'
+    for folder in ("first", "second"):  # the same bytes under two paths: one cache entry
+        (tmp_path / folder).mkdir()
+        write(tmp_path / folder, "train.csv", text)
+    cache = tmp_path / "cache"
+    caplog.set_level("INFO", logger="datamodules")
+    quora(tmp_path / "first", skip_unlabeled=True, use_cache=True, cache_dir=cache).setup("fit")
+    caplog.clear()
+    quora(tmp_path / "second", skip_unlabeled=True, use_cache=True, cache_dir=cache).setup("fit")
+    assert "cache hit" in caplog.text
+    assert f"{tmp_path / 'second' / 'train.csv'}: skipped 1 rows with an empty 'is_duplicate'" in caplog.text
+    assert "first" not in caplog.text
