@@ -15,38 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from ..generation import GenerationInputError, check_decoding_options, generate_text
-from ..model import GPT2
-from ..model.checkpoint import CheckpointError
 from ..tokenizer import gpt2_tokenizer
-
-
-def load_model(path: str) -> GPT2:
-    """A backbone from a Lightning `.ckpt` of any task, or from a Hugging Face checkpoint."""
-    if not path.endswith(".ckpt"):
-        return GPT2.from_pretrained(path)
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"--checkpoint: {path} does not exist")
-    from ..tasks.base import build_backbone  # imports Lightning (seconds): only for .ckpt files
-
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if "state_dict" not in ckpt:
-        raise CheckpointError(f"--checkpoint: {path} is not a Lightning checkpoint (no 'state_dict')")
-    hp = ckpt.get("hyper_parameters", {})
-    model = build_backbone(hp.get("preset", "gpt2"), hp.get("pretrained"), hp.get("dropout"), False)
-    weights = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if unexpected:
-        raise CheckpointError(
-            f"--checkpoint: {path} holds weights the plain backbone lacks ({', '.join(unexpected[:3])}, ...); "
-            "merge adapters into the weights first (LoRA's `merge: true`)"
-        )
-    missing = [k for k in missing if k != "lm_head.weight"]  # tied to the token embedding
-    if missing and hp.get("pretrained") is None:
-        raise CheckpointError(f"--checkpoint: {path} lacks backbone weights ({', '.join(missing[:3])}, ...)")
-    return model
+from .checkpoints import load_backbone
 
 
 def read_prompts(args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -76,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ptl-gpt2 generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", required=True, help="a Lightning .ckpt or a Hugging Face GPT-2 dir/file")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a Lightning .ckpt of any task (LoRA merged, quantisation re-applied) or a Hugging Face GPT-2 dir/file")
+    parser.add_argument("--base", help="the base model of an adapter-only checkpoint (default: its model.pretrained)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", action="append", help="a prompt (repeatable; \\n for new lines)")
     source.add_argument("--prompts-file", help="numbered prompts in the CS224N sonnets.txt layout")
@@ -114,7 +87,7 @@ def main(argv: list[str]) -> None:
     except GenerationInputError as err:
         parser.error(str(err))  # named as in Python (top_p is --top-p)
     ids, prompts = read_prompts(args)
-    model = load_model(args.checkpoint).to(args.device)
+    model = load_backbone(args.checkpoint, args.base).to(args.device)
     tokenizer = gpt2_tokenizer()
     if args.no_eos:
         options["eos_token_id"] = None

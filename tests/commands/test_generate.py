@@ -99,13 +99,31 @@ def test_lightning_style_checkpoint_loads_the_backbone(tiny, tmp_path, capsys):
     assert from_ckpt == capsys.readouterr().out
 
 
-def test_adapter_weights_are_refused_with_a_clear_error(tiny, tmp_path):
+def test_a_lora_checkpoint_generates_with_its_adapters_merged(tiny, tmp_path, capsys):
+    import copy
+
+    from ptl_gpt2.peft.lora import inject_lora, merge_lora
+
+    model, _ = tiny
+    lora = copy.deepcopy(model)
+    inject_lora(lora, ["c_attn"], r=2, alpha=4)
+    torch.nn.init.normal_(lora.transformer.h[0].attn.c_attn.lora_B)  # a trained-looking, non-zero update
+    config = {"target_modules": ["c_attn"], "r": 2, "alpha": 4, "dropout": 0.0, "rslora": False, "dora": False, "qkv": "qkv"}
+    ckpt = tmp_path / "lora.ckpt"
+    torch.save({"hyper_parameters": {"preset": "tiny"}, "peft": {"method": "LoRA", "config": config},
+                "state_dict": {f"model.{k}": v for k, v in lora.state_dict().items()}}, ckpt)
+    main(["--checkpoint", str(ckpt), "--prompt", "Hello", "--max-new-tokens", "6"])
+    merge_lora(lora)
+    assert capsys.readouterr().out == f"--- 0\nHello{expected(lora, ['Hello'], max_new_tokens=6, seed=0)[0]}\n"
+
+
+def test_unknown_weights_are_refused_with_a_clear_error(tiny, tmp_path):
     model, _ = tiny
     ckpt = tmp_path / "lora.ckpt"
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    state["model.transformer.h.0.attn.c_attn.lora_A.weight"] = torch.zeros(4, 64)
+    state["model.transformer.h.0.attn.c_attn.lora_A.weight"] = torch.zeros(4, 64)  # adapters without their config
     torch.save({"hyper_parameters": {"preset": "tiny"}, "state_dict": state}, ckpt)
-    with pytest.raises(CheckpointError, match="merge adapters"):
+    with pytest.raises(CheckpointError, match="holds weights this backbone lacks"):
         main(["--checkpoint", str(ckpt), "--prompt", "Hello"])
 
 
