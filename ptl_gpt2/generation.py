@@ -16,6 +16,7 @@ Conventions (see docs/generation.md):
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -164,7 +165,8 @@ def generate(
     off switch: `torch.backends.mkldnn.enabled = False`).
     """
     check_decoding_options(
-        max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty, num_beams, best_of, stop_when
+        max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+        repetition_penalty=repetition_penalty, num_beams=num_beams, best_of=best_of, stop_when=stop_when,
     )
     _check_prompts(model, prompts, max_new_tokens, eos_token_id)
     device = next(model.parameters()).device
@@ -244,35 +246,30 @@ def generate_text(
 
 
 # ----------------------------------------------------------------------------- checks
+GENERATE_DEFAULTS = {name: p.default for name, p in inspect.signature(generate).parameters.items() if p.default is not p.empty}
+
+
 class GenerationInputError(ValueError):
     """Prompts or decoding options that `generate` cannot take (the message names the option)."""
 
 
-def check_decoding_options(
-    max_new_tokens: int = 32,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    repetition_penalty: float = 1.0,
-    num_beams: int = 1,
-    best_of: int = 1,
-    stop_when: StopCondition | None = None,
-    **_: Any,
-) -> None:
+def check_decoding_options(**options: Any) -> None:
     """Raise GenerationInputError for options `generate` refuses; needs no model, so configs fail early.
 
-    Other keywords of `generate` (seed, length_penalty, ...) are accepted and not checked.
+    Takes `generate`'s keywords; unset ones take its defaults, and those not checked here (seed,
+    length_penalty, ...) are accepted as they are.
     """
+    o = {**GENERATE_DEFAULTS, **options}
+    num_beams, best_of, do_sample = o["num_beams"], o["best_of"], o["do_sample"]
     problems = [
-        (max_new_tokens < 1, f"max_new_tokens must be >= 1, got {max_new_tokens}"),
-        (do_sample and temperature <= 0,
-         f"temperature must be > 0 when sampling, got {temperature} (use do_sample=False for greedy)"),
-        (top_k is not None and top_k < 1, f"top_k must be >= 1, got {top_k}"),
-        (top_p is not None and not 0 < top_p <= 1, f"top_p must be in (0, 1], got {top_p}"),
-        (repetition_penalty <= 0, f"repetition_penalty must be > 0 (1 = off), got {repetition_penalty}"),
+        (o["max_new_tokens"] < 1, f"max_new_tokens must be >= 1, got {o['max_new_tokens']}"),
+        (do_sample and o["temperature"] <= 0,
+         f"temperature must be > 0 when sampling, got {o['temperature']} (use do_sample=False for greedy)"),
+        (o["top_k"] is not None and o["top_k"] < 1, f"top_k must be >= 1, got {o['top_k']}"),
+        (o["top_p"] is not None and not 0 < o["top_p"] <= 1, f"top_p must be in (0, 1], got {o['top_p']}"),
+        (o["repetition_penalty"] <= 0, f"repetition_penalty must be > 0 (1 = off), got {o['repetition_penalty']}"),
         (num_beams < 1 or best_of < 1, f"num_beams and best_of must be >= 1, got {num_beams} and {best_of}"),
-        (num_beams > 1 and (do_sample or best_of > 1 or stop_when is not None),
+        (num_beams > 1 and (do_sample or best_of > 1 or o["stop_when"] is not None),
          "num_beams > 1 is deterministic beam search: it takes no do_sample, best_of or stop_when"),
         (best_of > 1 and not do_sample, "best_of > 1 needs do_sample=True (greedy candidates would all be the same)"),
     ]  # fmt: skip

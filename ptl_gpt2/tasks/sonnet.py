@@ -8,13 +8,12 @@ evaluation does: sacrebleu `CHRF()` with its defaults (char order 6, word order 
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
 from sacrebleu.metrics import CHRF
 
-from ..generation import GenerationInputError, check_decoding_options, generate, generate_text
+from ..generation import GENERATE_DEFAULTS, GenerationInputError, check_decoding_options, generate_text
 from ..sonnet_form import perfect_rate
 from ..tokenizer import gpt2_tokenizer
 from .base import OptionError
@@ -23,7 +22,7 @@ from .predictions import gather_rows, write_text
 
 # The CS224N project's sampling settings.
 DEFAULT_GENERATION = {"max_new_tokens": 160, "do_sample": True, "temperature": 1.2, "top_p": 0.9, "seed": 0}
-GENERATION_OPTIONS = set(inspect.signature(generate).parameters) - {"model", "prompts", "stop_when"}
+GENERATION_OPTIONS = set(GENERATE_DEFAULTS) - {"stop_when"}  # the keywords of `generate` a config can set
 
 
 class SonnetGenerator(LanguageModel):
