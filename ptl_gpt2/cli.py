@@ -6,15 +6,19 @@ import importlib
 import importlib.util
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 
 from .callbacks import RunSummary
+from .model.checkpoint import CheckpointError
 from .quantization.precision import check_precision
+from .resume import find_last_checkpoint
 from .tasks import GPT2Task, OptionError
 
 # Commands that are not Trainer runs, each a module with `main(argv)`.
@@ -110,6 +114,34 @@ class GPT2CLI(LightningCLI):
             callbacks.append(RunSummary())
         trainer["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
+
+    def resolve_last_checkpoint(self) -> None:
+        """`--ckpt_path last`: the newest last.ckpt of an earlier run of this task on this data
+        (`ptl_gpt2.resume`), where Lightning would look only in this run's new, empty folder."""
+        options = self.config_init[self.subcommand]
+        if options.get("ckpt_path") != "last" or not self.trainer.loggers:
+            return  # without a logger checkpoints go to one fixed folder, where Lightning's own lookup works
+        if any(callback.dirpath for callback in self.trainer.checkpoint_callbacks):
+            return  # a ModelCheckpoint with a fixed folder: Lightning's own lookup works
+        logger = self.trainer.loggers[0]  # the one whose folder Lightning's ModelCheckpoint writes into
+        runs = Path(logger.save_dir or self.trainer.default_root_dir) / str(logger.name)
+        config = self.config[self.subcommand]
+        model_class, data_class = config.model.class_path, getattr(config.get("data"), "class_path", None)
+        found = find_last_checkpoint(runs, model_class, data_class)
+        task = f"{model_class.rsplit('.', 1)[-1]} run on {(data_class or 'no data').rsplit('.', 1)[-1]}"
+        if found is not None:
+            rank_zero_info(f"ptl-gpt2: --ckpt_path last: {found} (the newest last.ckpt of a {task})")
+            options["ckpt_path"] = str(found)
+        elif self.subcommand == "fit":  # Lightning's meaning: set and forget before the first run
+            rank_zero_info(f"ptl-gpt2: --ckpt_path last: no last.ckpt of an earlier {task} under {runs}; training from the start")
+            options["ckpt_path"] = None
+        else:
+            raise CheckpointError(
+                f"--ckpt_path last: no last.ckpt of an earlier {task} under {runs}/*/checkpoints; "
+                "fit first, or pass the checkpoint's path"
+            )
+
+    before_fit = before_validate = before_test = before_predict = resolve_last_checkpoint
 
 
 def hand_trainer_options_to_smart(config) -> None:

@@ -1,0 +1,79 @@
+"""`--ckpt_path last` resumes from the newest last.ckpt of an earlier run of the same task and data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ptl_gpt2.cli import main
+from ptl_gpt2.model.checkpoint import CheckpointError
+from ptl_gpt2.resume import find_last_checkpoint, recipe_classes
+from tests.cli.test_configs import ROOT, fixture_args
+
+TWO_STEPS = [
+    "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.val_check_interval=1.0",
+    "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false",
+]
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr("sys.argv", ["ptl-gpt2"])
+
+
+def fit(task: str, tmp_path: Path, *extra: str) -> dict:
+    """Fit a quick recipe on fixture files; return the new run's summary."""
+    config = ROOT / "configs" / task / "quick.yaml"
+    before = set((tmp_path / "runs").glob("lightning_logs/version_*"))
+    main(["fit", "--config", str(config), *TWO_STEPS, *fixture_args(config, tmp_path), *extra])
+    (run,) = set((tmp_path / "runs").glob("lightning_logs/version_*")) - before
+    return json.loads((run / "summary.json").read_text())
+
+
+def test_fit_resumes_the_newest_run_of_the_same_task_and_data(tmp_path, caplog):
+    first = fit("sst", tmp_path, "--trainer.max_epochs=1")
+    assert (first["global_step"], first["samples_seen"]) == (2, 6)  # the fixture: 6 rows, batches of 4
+    fit("cfimdb", tmp_path, "--trainer.max_epochs=1")  # newer, same task class, other data: not this one's
+    with caplog.at_level("INFO"):
+        resumed = fit("sst", tmp_path, "--trainer.max_epochs=2", "--ckpt_path=last")
+    assert "lightning_logs/version_0/checkpoints/last.ckpt" in caplog.text
+    # Epoch 1 only: two more steps, on top of the two it resumed from.
+    assert (resumed["global_step"], resumed["epochs"], resumed["samples_seen"]) == (4, 2, 6)
+    last = torch.load(tmp_path / "runs/lightning_logs/version_2/checkpoints/last.ckpt", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (1, 4)
+
+
+def test_fit_with_no_earlier_run_starts_from_the_beginning(tmp_path, caplog):
+    with caplog.at_level("INFO"):
+        summary = fit("sst", tmp_path, "--trainer.max_epochs=1", "--ckpt_path=last")
+    assert "no last.ckpt of an earlier SentimentClassifier run on SSTDataModule" in caplog.text
+    assert summary["global_step"] == 2
+
+
+def test_validate_with_no_earlier_run_refuses_to_score_random_weights(tmp_path):
+    config = ROOT / "configs/sst/quick.yaml"
+    with pytest.raises(CheckpointError, match=r"--ckpt_path last: no last.ckpt of an earlier SentimentClassifier"):
+        main(["validate", "--config", str(config), *fixture_args(config, tmp_path), "--ckpt_path=last"])
+
+
+def test_find_last_checkpoint_skips_runs_without_a_config_or_of_another_recipe(tmp_path):
+    def run(name: str, model: str | None, data: str = "datamodules.SSTDataModule") -> Path:
+        ckpt = tmp_path / name / "checkpoints" / "last.ckpt"
+        ckpt.parent.mkdir(parents=True)
+        ckpt.write_bytes(b"")
+        if model is not None:
+            (tmp_path / name / "config.yaml").write_text(f"model:\n  class_path: {model}\ndata:\n  class_path: {data}\n")
+        return ckpt
+
+    ours = run("version_0", "ptl_gpt2.tasks.SentimentClassifier")
+    run("version_1", None)  # a run without a saved config: unknown recipe
+    run("version_2", "ptl_gpt2.tasks.LanguageModel")
+    assert find_last_checkpoint(tmp_path, "ptl_gpt2.tasks.SentimentClassifier", "datamodules.SSTDataModule") == ours
+    assert find_last_checkpoint(tmp_path, "ptl_gpt2.tasks.SentimentClassifier", "datamodules.CFIMDBDataModule") is None
+    (tmp_path / "broken.yaml").write_text("model: [")
+    assert recipe_classes(tmp_path / "broken.yaml") == (None, None)
