@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from .callbacks import RunSummary
 from .model.checkpoint import CheckpointError
 from .quantization.precision import check_precision
-from .resume import find_last_checkpoint
+from .earlier_runs import FILE_PATTERNS, find_checkpoint
 from .tasks import GPT2Task, OptionError
 
 # Commands that are not Trainer runs, each a module with `main(argv)`.
@@ -115,33 +115,35 @@ class GPT2CLI(LightningCLI):
         trainer["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
 
-    def resolve_last_checkpoint(self) -> None:
-        """`--ckpt_path last`: the newest last.ckpt of an earlier run of this task on this data
-        (`ptl_gpt2.resume`), where Lightning would look only in this run's new, empty folder."""
+    def resolve_checkpoint_of_earlier_run(self) -> None:
+        """`--ckpt_path last` / `best`: the newest last.ckpt / best checkpoint of an earlier run of this
+        task on this data (`ptl_gpt2.earlier_runs`); Lightning would look only in this run's new folder."""
         options = self.config_init[self.subcommand]
-        if options.get("ckpt_path") != "last" or not self.trainer.loggers:
-            return  # without a logger checkpoints go to one fixed folder, where Lightning's own lookup works
+        which = options.get("ckpt_path")
+        if which not in FILE_PATTERNS or not self.trainer.loggers:
+            return  # without a logger checkpoints go to one fixed folder, where Lightning's own "last" works
         if any(callback.dirpath for callback in self.trainer.checkpoint_callbacks):
-            return  # a ModelCheckpoint with a fixed folder: Lightning's own lookup works
+            return  # a ModelCheckpoint of the user's, with its own folder: Lightning's rules
         logger = self.trainer.loggers[0]  # the one whose folder Lightning's ModelCheckpoint writes into
         runs = Path(logger.save_dir or self.trainer.default_root_dir) / str(logger.name)
         config = self.config[self.subcommand]
         model_class, data_class = config.model.class_path, getattr(config.get("data"), "class_path", None)
-        found = find_last_checkpoint(runs, model_class, data_class)
+        found = find_checkpoint(runs, model_class, data_class, which)
         task = f"{model_class.rsplit('.', 1)[-1]} run on {(data_class or 'no data').rsplit('.', 1)[-1]}"
         if found is not None:
-            rank_zero_info(f"ptl-gpt2: --ckpt_path last: {found} (the newest last.ckpt of a {task})")
+            what = "the newest last.ckpt of a" if which == "last" else "the best checkpoint of the latest"
+            rank_zero_info(f"ptl-gpt2: --ckpt_path {which}: {found} ({what} {task})")
             options["ckpt_path"] = str(found)
-        elif self.subcommand == "fit":  # Lightning's meaning: set and forget before the first run
+        elif self.subcommand == "fit" and which == "last":  # Lightning's meaning: set and forget before the first run
             rank_zero_info(f"ptl-gpt2: --ckpt_path last: no last.ckpt of an earlier {task} under {runs}; training from the start")
             options["ckpt_path"] = None
         else:
             raise CheckpointError(
-                f"--ckpt_path last: no last.ckpt of an earlier {task} under {runs}/*/checkpoints; "
+                f"--ckpt_path {which}: no {FILE_PATTERNS[which]} of an earlier {task} under {runs}/*/checkpoints; "
                 "fit first, or pass the checkpoint's path"
             )
 
-    before_fit = before_validate = before_test = before_predict = resolve_last_checkpoint
+    before_fit = before_validate = before_test = before_predict = resolve_checkpoint_of_earlier_run
 
 
 def hand_trainer_options_to_smart(config) -> None:

@@ -1,8 +1,9 @@
-"""`--ckpt_path last` resumes from the newest last.ckpt of an earlier run of the same task and data."""
+"""`--ckpt_path last` / `best` find the checkpoints of earlier runs of the same task and data."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from ptl_gpt2.cli import main
 from ptl_gpt2.model.checkpoint import CheckpointError
-from ptl_gpt2.resume import find_last_checkpoint, recipe_classes
+from ptl_gpt2.earlier_runs import find_checkpoint, recipe_classes
 from tests.cli.test_configs import ROOT, fixture_args
 
 TWO_STEPS = [
@@ -47,6 +48,13 @@ def test_fit_resumes_the_newest_run_of_the_same_task_and_data(tmp_path, caplog):
     last = torch.load(tmp_path / "runs/lightning_logs/version_2/checkpoints/last.ckpt", weights_only=False)
     assert (last["epoch"], last["global_step"]) == (1, 4)
 
+    config = ROOT / "configs/sst/quick.yaml"
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        main(["validate", "--config", str(config), *fixture_args(config, tmp_path), "--ckpt_path=best"])
+    (best,) = (tmp_path / "runs/lightning_logs/version_2/checkpoints").glob("best-*.ckpt")
+    assert f"--ckpt_path best: {best.relative_to(tmp_path)} (the best checkpoint of the latest SentimentClassifier" in caplog.text
+
 
 def test_fit_with_no_earlier_run_starts_from_the_beginning(tmp_path, caplog):
     with caplog.at_level("INFO"):
@@ -55,17 +63,19 @@ def test_fit_with_no_earlier_run_starts_from_the_beginning(tmp_path, caplog):
     assert summary["global_step"] == 2
 
 
-def test_validate_with_no_earlier_run_refuses_to_score_random_weights(tmp_path):
+@pytest.mark.parametrize("which, file", [("last", "last.ckpt"), ("best", "best-*.ckpt")])
+def test_validate_with_no_earlier_run_refuses_to_score_random_weights(tmp_path, which, file):
     config = ROOT / "configs/sst/quick.yaml"
-    with pytest.raises(CheckpointError, match=r"--ckpt_path last: no last.ckpt of an earlier SentimentClassifier"):
-        main(["validate", "--config", str(config), *fixture_args(config, tmp_path), "--ckpt_path=last"])
+    with pytest.raises(CheckpointError, match=rf"--ckpt_path {which}: no {re.escape(file)} of an earlier SentimentClassifier"):
+        main(["validate", "--config", str(config), *fixture_args(config, tmp_path), f"--ckpt_path={which}"])
 
 
-def test_find_last_checkpoint_skips_runs_without_a_config_or_of_another_recipe(tmp_path):
+def test_find_checkpoint_skips_runs_without_a_config_or_of_another_recipe(tmp_path):
     def run(name: str, model: str | None, data: str = "datamodules.SSTDataModule") -> Path:
         ckpt = tmp_path / name / "checkpoints" / "last.ckpt"
         ckpt.parent.mkdir(parents=True)
         ckpt.write_bytes(b"")
+        (ckpt.parent / "best-0-1.ckpt").write_bytes(b"")
         if model is not None:
             (tmp_path / name / "config.yaml").write_text(f"model:\n  class_path: {model}\ndata:\n  class_path: {data}\n")
         return ckpt
@@ -73,7 +83,9 @@ def test_find_last_checkpoint_skips_runs_without_a_config_or_of_another_recipe(t
     ours = run("version_0", "ptl_gpt2.tasks.SentimentClassifier")
     run("version_1", None)  # a run without a saved config: unknown recipe
     run("version_2", "ptl_gpt2.tasks.LanguageModel")
-    assert find_last_checkpoint(tmp_path, "ptl_gpt2.tasks.SentimentClassifier", "datamodules.SSTDataModule") == ours
-    assert find_last_checkpoint(tmp_path, "ptl_gpt2.tasks.SentimentClassifier", "datamodules.CFIMDBDataModule") is None
+    sst = ("ptl_gpt2.tasks.SentimentClassifier", "datamodules.SSTDataModule")
+    assert find_checkpoint(tmp_path, *sst) == ours
+    assert find_checkpoint(tmp_path, *sst, which="best") == ours.parent / "best-0-1.ckpt"
+    assert find_checkpoint(tmp_path, "ptl_gpt2.tasks.SentimentClassifier", "datamodules.CFIMDBDataModule") is None
     (tmp_path / "broken.yaml").write_text("model: [")
     assert recipe_classes(tmp_path / "broken.yaml") == (None, None)
