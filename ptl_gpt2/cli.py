@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from .callbacks import RunSummary
 from .model.checkpoint import CheckpointError
 from .quantization.precision import check_precision
-from .earlier_runs import FILE_PATTERNS, find_checkpoint
+from .earlier_runs import FILE_PATTERNS, describe, find_checkpoint, recipe
 from .tasks import GPT2Task, OptionError
 
 # Commands that are not Trainer runs, each a module with `main(argv)`.
@@ -117,7 +117,8 @@ class GPT2CLI(LightningCLI):
 
     def resolve_checkpoint_of_earlier_run(self) -> None:
         """`--ckpt_path last` / `best`: the newest last.ckpt / best checkpoint of an earlier run of this
-        task on this data (`ptl_gpt2.earlier_runs`); Lightning would look only in this run's new folder."""
+        task on this data with the same PEFT callbacks (`ptl_gpt2.earlier_runs`); Lightning would look
+        only in this run's new folder."""
         options = self.config_init[self.subcommand]
         which = options.get("ckpt_path")
         if which not in FILE_PATTERNS or not self.trainer.loggers:
@@ -126,10 +127,9 @@ class GPT2CLI(LightningCLI):
             return  # a ModelCheckpoint of the user's, with its own folder: Lightning's rules
         logger = self.trainer.loggers[0]  # the one whose folder Lightning's ModelCheckpoint writes into
         runs = Path(logger.save_dir or self.trainer.default_root_dir) / str(logger.name)
-        config = self.config[self.subcommand]
-        model_class, data_class = config.model.class_path, getattr(config.get("data"), "class_path", None)
-        found = find_checkpoint(runs, model_class, data_class, which)
-        task = f"{model_class.rsplit('.', 1)[-1]} run on {(data_class or 'no data').rsplit('.', 1)[-1]}"
+        this_run = recipe(self.config[self.subcommand].as_dict())
+        found = find_checkpoint(runs, this_run, which)
+        task = describe(this_run)
         if found is not None:
             what = "the newest last.ckpt of a" if which == "last" else "the best checkpoint of the latest"
             rank_zero_info(f"ptl-gpt2: --ckpt_path {which}: {found} ({what} {task})")

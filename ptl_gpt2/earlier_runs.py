@@ -5,38 +5,62 @@ folder, "best" from the ModelCheckpoint's memory of this process's `fit`. With a
 (the CLI's default: runs/lightning_logs/version_N/checkpoints) every run gets a new, empty folder,
 so a resumed `fit` would warn and train from scratch, `validate` would score random weights, and
 "best" fails outright. Here, among the runs beside this one (runs/lightning_logs/*) whose saved
-config.yaml names the same task class and DataModule class, "last" is the newest last.ckpt and
-"best" the newest best-*.ckpt: the best checkpoint of the latest such run (each task keeps one).
+config.yaml names the same task class, DataModule class and PEFT callbacks (which decide what
+weights a checkpoint holds), "last" is the newest last.ckpt and "best" the newest best-*.ckpt: the
+best checkpoint of the latest such run (each task keeps one).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 FILE_PATTERNS = {"last": "last.ckpt", "best": "best-*.ckpt"}  # as the tasks' ModelCheckpoints name them
+# Callbacks that change which weights a checkpoint holds (adapters, adapter-only checkpoints).
+STATE_SHAPING_CALLBACKS = "ptl_gpt2.peft."
+
+Recipe = tuple[str | None, str | None, tuple[str, ...]]
 
 
-def recipe_classes(config_file: Path) -> tuple[str | None, str | None]:
-    """(model class_path, data class_path) of a run's saved config.yaml; None where it has none."""
-    try:
-        config = yaml.safe_load(config_file.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return None, None
+def recipe(config: dict[str, Any]) -> Recipe:
+    """What a run's checkpoints fit: (task class_path, DataModule class_path, PEFT callback class_paths)."""
 
     def class_path(section: object) -> str | None:
         return section.get("class_path") if isinstance(section, dict) else None
 
-    return class_path(config.get("model")), class_path(config.get("data"))
+    callbacks = (config.get("trainer") or {}).get("callbacks") or []
+    peft = sorted(c for c in map(class_path, callbacks) if c and c.startswith(STATE_SHAPING_CALLBACKS))
+    return class_path(config.get("model")), class_path(config.get("data")), tuple(peft)
 
 
-def find_checkpoint(runs: Path, model_class: str, data_class: str | None, which: str = "last") -> Path | None:
-    """The newest `<run>/checkpoints/<last.ckpt | best-*.ckpt>` under `runs` whose run trained
-    `model_class` on `data_class`; None if there is none."""
+def saved_recipe(config_file: Path) -> Recipe | None:
+    """The recipe of a run's saved config.yaml; None if it cannot be read."""
+    try:
+        config = yaml.safe_load(config_file.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return recipe(config) if isinstance(config, dict) else None
+
+
+def describe(run: Recipe) -> str:
+    """E.g. "SentimentClassifier run on SSTDataModule with LoRA"."""
+
+    def short(path: str | None) -> str | None:
+        return path.rsplit(".", 1)[-1] if path else None
+
+    model, data, peft = run
+    text = f"{short(model)} run on {short(data) or 'no data'}"
+    return text + (f" with {', '.join(map(short, peft))}" if peft else "")
+
+
+def find_checkpoint(runs: Path, run: Recipe, which: str = "last") -> Path | None:
+    """The newest `<run>/checkpoints/<last.ckpt | best-*.ckpt>` under `runs` of a run with the same
+    recipe; None if there is none."""
     found = [
         ckpt
         for ckpt in runs.glob(f"*/checkpoints/{FILE_PATTERNS[which]}")
-        if recipe_classes(ckpt.parent.parent / "config.yaml") == (model_class, data_class)
+        if saved_recipe(ckpt.parent.parent / "config.yaml") == run
     ]
     return max(found, key=lambda path: path.stat().st_mtime, default=None)

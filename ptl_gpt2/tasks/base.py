@@ -13,6 +13,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from datamodules.errors import DataFormatError
 
 from ..model import GPT2, GPT2Config
+from ..model.checkpoint import CheckpointError
 from ..optim import AdamW
 from ..regularization import SMART
 
@@ -126,11 +127,46 @@ class GPT2Task(L.LightningModule):
         return DataFormatError(f"{split} has no {missing}, so it cannot be scored; `predict` writes its predictions", file=file)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("state_dict")
+        if saved is None:
+            return  # e.g. a sharded checkpoint, restored by the strategy
         # SMART's slow copy of the weights (`smart._extra_state`) only serves resuming SMART training:
         # without it a SMART-trained checkpoint loads into the plain recipe (validate, test, predict).
         if self.smart is None:
-            for key in [k for k in checkpoint.get("state_dict", {}) if k.startswith("smart.")]:
-                del checkpoint["state_dict"][key]
+            for key in [k for k in saved if k.startswith("smart.")]:
+                del saved[key]
+        # Adapter-only PEFT checkpoints load non-strictly and the PEFT callback checks them; an FSDP
+        # strategy restores into its own wrapped module, whose keys differ from ours.
+        trainer = self._trainer  # None in `load_from_checkpoint`
+        if self.strict_loading and (trainer is None or "FSDP" not in type(trainer.strategy).__name__):
+            self.check_checkpoint_fits(saved, checkpoint.get("peft"))
+
+    def check_checkpoint_fits(self, saved: dict[str, Any], peft: dict[str, Any] | None) -> None:
+        """Raise `CheckpointError` naming the file, the keys and the likely cause when `saved` (a
+        checkpoint's state dict) would not load into this task; Lightning would print a traceback
+        listing every key."""
+        own = self.state_dict()
+        missing, unexpected = sorted(own.keys() - saved.keys()), sorted(saved.keys() - own.keys())
+        reshaped = [
+            f"{key} is {tuple(saved[key].shape)} there, {tuple(own[key].shape)} here"
+            for key in sorted(own.keys() & saved.keys())
+            if isinstance(saved[key], torch.Tensor) and saved[key].shape != own[key].shape
+        ]
+        if not (missing or unexpected or reshaped):
+            return
+        problems = [f"{what} {len(keys)} (e.g. {keys[0]})" for keys, what in
+                    ((missing, "lacks weights of this model:"), (unexpected, "has weights this model has no place for:")) if keys]
+        problems += [f"has weights of another shape: {len(reshaped)} (e.g. {reshaped[0]})"] if reshaped else []
+        if peft and unexpected:
+            hint = (f"it was saved by a run with the {peft.get('method')} callback (options {peft.get('config')}): "
+                    f"add it, --trainer.callbacks+=ptl_gpt2.peft.{peft.get('method')} with the same options")
+        elif missing and not peft and any(".lora_" in k or "adapter" in k or "prefix" in k for k in missing):
+            hint = "it was saved by a run without this run's PEFT callback: drop the callback, or give a checkpoint of a run with it"
+        else:
+            hint = "it was saved by a run of another task, preset or option (num_classes, architecture)"
+        where = f"{self._trainer.ckpt_path}: " if self._trainer is not None and self._trainer.ckpt_path else ""
+        raise CheckpointError(f"{where}the checkpoint does not fit this {type(self).__name__}: "
+                              f"it {'; it '.join(problems)}; {hint}")
 
     def configure_callbacks(self) -> list[L.Callback]:
         """The task's checkpoints (in place of Lightning's default one) and early stopping when asked.

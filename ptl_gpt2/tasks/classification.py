@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryF1Score, MulticlassAccuracy, MulticlassF1Score
 
-from .base import GPT2Task
+from .base import GPT2Task, OptionError
 from .predictions import gather_rows
 
 
@@ -25,12 +25,26 @@ class ClassificationTask(GPT2Task):
 
     def __init__(self, num_classes: int, predictions_dir: str = "predictions", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.num_classes = num_classes
         self.predictions_dir = predictions_dir
         f1 = BinaryF1Score() if self.f1_average == "binary" else MulticlassF1Score(num_classes, average="macro")
         metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro"), "f1": f1})
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self._predictions: list[tuple[Any, ...]] = []
+
+    def setup(self, stage: str) -> None:
+        # The head must have the DataModule's classes: an SST checkpoint's 5 would score CFIMDB's 2
+        # wrongly without a word, and 2 on SST fail inside cross-entropy. LightningCLI rebuilds the
+        # model from a --ckpt_path checkpoint's options, so that is where a mismatch usually comes from.
+        datamodule = getattr(self._trainer, "datamodule", None)
+        data_classes = getattr(datamodule, "num_classes", None)
+        if isinstance(data_classes, int) and data_classes != self.num_classes:
+            raise OptionError(
+                f"model.init_args.num_classes={self.num_classes}, but {type(datamodule).__name__} has "
+                f"{data_classes} classes; use a config or checkpoint made for this data (the model options "
+                "of a --ckpt_path checkpoint replace the config's)"
+            )
 
     def task_loss(self, outputs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         return F.cross_entropy(outputs.float(), batch["labels"])

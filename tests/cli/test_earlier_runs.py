@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from ptl_gpt2.cli import main
 from ptl_gpt2.model.checkpoint import CheckpointError
-from ptl_gpt2.earlier_runs import find_checkpoint, recipe_classes
+from ptl_gpt2.earlier_runs import describe, find_checkpoint, recipe, saved_recipe
 from tests.cli.test_configs import ROOT, fixture_args
 
 TWO_STEPS = [
@@ -40,19 +41,20 @@ def test_fit_resumes_the_newest_run_of_the_same_task_and_data(tmp_path, caplog):
     first = fit("sst", tmp_path, "--trainer.max_epochs=1")
     assert (first["global_step"], first["samples_seen"]) == (2, 6)  # the fixture: 6 rows, batches of 4
     fit("cfimdb", tmp_path, "--trainer.max_epochs=1")  # newer, same task class, other data: not this one's
+    fit("sst", tmp_path, "--trainer.max_epochs=1", "--trainer.callbacks+=ptl_gpt2.peft.LoRA")  # its checkpoint holds adapters
     with caplog.at_level("INFO"):
         resumed = fit("sst", tmp_path, "--trainer.max_epochs=2", "--ckpt_path=last")
     assert "lightning_logs/version_0/checkpoints/last.ckpt" in caplog.text
     # Epoch 1 only: two more steps, on top of the two it resumed from.
     assert (resumed["global_step"], resumed["epochs"], resumed["samples_seen"]) == (4, 2, 6)
-    last = torch.load(tmp_path / "runs/lightning_logs/version_2/checkpoints/last.ckpt", weights_only=False)
+    last = torch.load(tmp_path / "runs/lightning_logs/version_3/checkpoints/last.ckpt", weights_only=False)
     assert (last["epoch"], last["global_step"]) == (1, 4)
 
     config = ROOT / "configs/sst/quick.yaml"
     caplog.clear()
     with caplog.at_level("INFO"):
         main(["validate", "--config", str(config), *fixture_args(config, tmp_path), "--ckpt_path=best"])
-    (best,) = (tmp_path / "runs/lightning_logs/version_2/checkpoints").glob("best-*.ckpt")
+    (best,) = (tmp_path / "runs/lightning_logs/version_3/checkpoints").glob("best-*.ckpt")
     assert f"--ckpt_path best: {best.relative_to(tmp_path)} (the best checkpoint of the latest SentimentClassifier" in caplog.text
 
 
@@ -71,21 +73,27 @@ def test_validate_with_no_earlier_run_refuses_to_score_random_weights(tmp_path, 
 
 
 def test_find_checkpoint_skips_runs_without_a_config_or_of_another_recipe(tmp_path):
-    def run(name: str, model: str | None, data: str = "datamodules.SSTDataModule") -> Path:
+    def run(name: str, config: str | None) -> Path:
         ckpt = tmp_path / name / "checkpoints" / "last.ckpt"
         ckpt.parent.mkdir(parents=True)
         ckpt.write_bytes(b"")
         (ckpt.parent / "best-0-1.ckpt").write_bytes(b"")
-        if model is not None:
-            (tmp_path / name / "config.yaml").write_text(f"model:\n  class_path: {model}\ndata:\n  class_path: {data}\n")
+        if config is not None:
+            (tmp_path / name / "config.yaml").write_text(config)
         return ckpt
 
-    ours = run("version_0", "ptl_gpt2.tasks.SentimentClassifier")
+    sst = "model: {class_path: ptl_gpt2.tasks.SentimentClassifier}\ndata: {class_path: datamodules.SSTDataModule}\n"
+    ours = run("version_0", sst + "trainer: {callbacks: [{class_path: ptl_gpt2.callbacks.RunSummary}]}\n")
     run("version_1", None)  # a run without a saved config: unknown recipe
-    run("version_2", "ptl_gpt2.tasks.LanguageModel")
-    sst = ("ptl_gpt2.tasks.SentimentClassifier", "datamodules.SSTDataModule")
-    assert find_checkpoint(tmp_path, *sst) == ours
-    assert find_checkpoint(tmp_path, *sst, which="best") == ours.parent / "best-0-1.ckpt"
-    assert find_checkpoint(tmp_path, "ptl_gpt2.tasks.SentimentClassifier", "datamodules.CFIMDBDataModule") is None
-    (tmp_path / "broken.yaml").write_text("model: [")
-    assert recipe_classes(tmp_path / "broken.yaml") == (None, None)
+    run("version_2", "model: [")  # unreadable
+    run("version_3", sst.replace("SentimentClassifier", "LanguageModel"))
+    lora = run("version_4", sst + "trainer: {callbacks: [{class_path: ptl_gpt2.peft.LoRA, init_args: {r: 4}}]}\n")
+    plain = recipe(yaml.safe_load(sst))
+    assert plain == ("ptl_gpt2.tasks.SentimentClassifier", "datamodules.SSTDataModule", ())
+    assert find_checkpoint(tmp_path, plain) == ours  # other callbacks do not matter; PEFT ones do
+    assert find_checkpoint(tmp_path, plain, which="best") == ours.parent / "best-0-1.ckpt"
+    with_lora = (*plain[:2], ("ptl_gpt2.peft.LoRA",))
+    assert find_checkpoint(tmp_path, with_lora) == lora
+    assert describe(with_lora) == "SentimentClassifier run on SSTDataModule with LoRA"
+    assert find_checkpoint(tmp_path, ("ptl_gpt2.tasks.SentimentClassifier", "datamodules.CFIMDBDataModule", ())) is None
+    assert saved_recipe(tmp_path / "version_2" / "config.yaml") is None

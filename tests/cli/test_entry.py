@@ -131,3 +131,24 @@ def test_the_command_line_reaches_lightning_cli_without_its_both_args_warning(mo
     assert exit_info.value.code in (0, None)
     assert "class_path: ptl_gpt2.tasks.SentimentClassifier" in capsys.readouterr().out
     assert not [w for w in recwarn if "args parameter" in str(w.message)]
+
+
+def test_a_head_with_other_classes_than_the_data_is_one_line(monkeypatch, tmp_path):
+    from tests import fixture_files
+
+    names = {"train_file": "train.csv", "dev_file": "dev.csv", "test_file": "test.csv"}
+    fixture_files.write_sentiment(tmp_path, names, 2)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PTL_GPT2_TRACEBACK", raising=False)
+    monkeypatch.setattr(sys, "argv", [
+        "ptl-gpt2", "validate", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+        "--model=ptl_gpt2.tasks.SentimentClassifier", "--model.num_classes=5", "--model.preset=tiny",
+        "--data=datamodules.CFIMDBDataModule", f"--data.data_dir={tmp_path}",
+        *(f"--data.{option}={name}" for option, name in names.items()),
+    ])  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        entry()
+    assert exit_info.value.code == (
+        "ptl-gpt2: error: model.init_args.num_classes=5, but CFIMDBDataModule has 2 classes; "
+        "use a config or checkpoint made for this data (the model options of a --ckpt_path checkpoint replace the config's)"
+    )

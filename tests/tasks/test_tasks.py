@@ -205,3 +205,22 @@ def test_a_smart_trained_checkpoint_loads_into_the_task_without_smart(tmp_path):
     resumed.on_load_checkpoint(checkpoint)
     resumed.load_state_dict(checkpoint["state_dict"])
     assert resumed.smart.slow.keys() == {"head.weight"}
+
+
+def test_a_checkpoint_that_does_not_fit_is_one_error_naming_the_cause():
+    from ptl_gpt2.model.checkpoint import CheckpointError
+    from ptl_gpt2.peft import inject_lora
+
+    lora = SentimentClassifier(num_classes=2, **TINY)
+    inject_lora(lora.model, ["c_attn"], r=2)
+    checkpoint = {"state_dict": lora.state_dict(), "peft": {"method": "LoRA", "config": {"r": 2}}}
+    plain = SentimentClassifier(num_classes=2, **TINY)
+    with pytest.raises(CheckpointError, match=r"has weights this model has no place for: 4 .*lora_A.*"
+                                              r"saved by a run with the LoRA callback \(options \{'r': 2\}\)"):
+        plain.on_load_checkpoint(checkpoint)
+    with pytest.raises(CheckpointError, match=r"lacks weights of this model: 4 .*without this run's PEFT callback"):
+        lora.on_load_checkpoint({"state_dict": plain.state_dict()})
+    five = SentimentClassifier(num_classes=5, **TINY)
+    with pytest.raises(CheckpointError, match=r"of another shape: 2 \(e.g. head.bias is \(2,\) there, \(5,\) here\)"):
+        five.on_load_checkpoint({"state_dict": plain.state_dict()})
+    plain.on_load_checkpoint({"state_dict": SentimentClassifier(num_classes=2, **TINY).state_dict()})  # fits: no error
