@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -127,36 +128,36 @@ class GPT2Task(L.LightningModule):
         return DataFormatError(f"{split} has no {missing}, so it cannot be scored; `predict` writes its predictions", file=file)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("state_dict")
-        if saved is None:
-            return  # e.g. a sharded checkpoint, restored by the strategy
+        saved = checkpoint.get("state_dict") or {}
         # SMART's slow copy of the weights (`smart._extra_state`) only serves resuming SMART training:
         # without it a SMART-trained checkpoint loads into the plain recipe (validate, test, predict).
         if self.smart is None:
             for key in [k for k in saved if k.startswith("smart.")]:
                 del saved[key]
-        # Adapter-only PEFT checkpoints load non-strictly and the PEFT callback checks them; an FSDP
-        # strategy restores into its own wrapped module, whose keys differ from ours.
-        trainer = self._trainer  # None in `load_from_checkpoint`
-        if self.strict_loading and (trainer is None or "FSDP" not in type(trainer.strategy).__name__):
-            self.check_checkpoint_fits(saved, checkpoint.get("peft"))
+        self._loading_peft = checkpoint.get("peft")  # for `load_state_dict`'s error, which comes next
 
-    def check_checkpoint_fits(self, saved: dict[str, Any], peft: dict[str, Any] | None) -> None:
-        """Raise `CheckpointError` naming the file, the keys and the likely cause when `saved` (a
-        checkpoint's state dict) would not load into this task; Lightning would print a traceback
-        listing every key."""
-        own = self.state_dict()
-        missing, unexpected = sorted(own.keys() - saved.keys()), sorted(saved.keys() - own.keys())
-        reshaped = [
-            f"{key} is {tuple(saved[key].shape)} there, {tuple(own[key].shape)} here"
-            for key in sorted(own.keys() & saved.keys())
-            if isinstance(saved[key], torch.Tensor) and saved[key].shape != own[key].shape
-        ]
-        if not (missing or unexpected or reshaped):
-            return
-        problems = [f"{what} {len(keys)} (e.g. {keys[0]})" for keys, what in
-                    ((missing, "lacks weights of this model:"), (unexpected, "has weights this model has no place for:")) if keys]
-        problems += [f"has weights of another shape: {len(reshaped)} (e.g. {reshaped[0]})"] if reshaped else []
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """`nn.Module.load_state_dict`, but a checkpoint that does not fit raises one `CheckpointError`
+        naming the file, the missing / extra / reshaped weights and the likely cause, where torch lists
+        every key. The comparison is torch's own, after the modules' key hooks (quantised layers
+        rename theirs)."""
+        peft, self._loading_peft = getattr(self, "_loading_peft", None), None
+        try:
+            result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        except RuntimeError as err:  # shape mismatches raise even when not strict
+            reshaped = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
+            if not reshaped:
+                raise
+            raise self._misfit([], [], reshaped, peft) from err
+        if strict and (result.missing_keys or result.unexpected_keys):
+            raise self._misfit(result.missing_keys, result.unexpected_keys, [], peft)
+        return result
+
+    def _misfit(self, missing: list[str], unexpected: list[str], reshaped: list[str], peft: dict | None) -> CheckpointError:
+        problems = [f"{what} {len(keys)} (e.g. {keys[0]})" for keys, what in (
+            (missing, "lacks weights of this model:"), (unexpected, "has weights this model has no place for:"),
+            (reshaped, "has weights of another shape:"),
+        ) if keys]  # fmt: skip
         if peft and unexpected:
             hint = (f"it was saved by a run with the {peft.get('method')} callback (options {peft.get('config')}): "
                     f"add it, --trainer.callbacks+=ptl_gpt2.peft.{peft.get('method')} with the same options")
@@ -164,9 +165,10 @@ class GPT2Task(L.LightningModule):
             hint = "it was saved by a run without this run's PEFT callback: drop the callback, or give a checkpoint of a run with it"
         else:
             hint = "it was saved by a run of another task, preset or option (num_classes, architecture)"
-        where = f"{self._trainer.ckpt_path}: " if self._trainer is not None and self._trainer.ckpt_path else ""
-        raise CheckpointError(f"{where}the checkpoint does not fit this {type(self).__name__}: "
-                              f"it {'; it '.join(problems)}; {hint}")
+        trainer = self._trainer  # None in `load_from_checkpoint`
+        where = f"{trainer.ckpt_path}: " if trainer is not None and trainer.ckpt_path else ""
+        return CheckpointError(f"{where}the checkpoint does not fit this {type(self).__name__}: "
+                               f"it {'; it '.join(problems)}; {hint}")
 
     def configure_callbacks(self) -> list[L.Callback]:
         """The task's checkpoints (in place of Lightning's default one) and early stopping when asked.

@@ -211,16 +211,35 @@ def test_a_checkpoint_that_does_not_fit_is_one_error_naming_the_cause():
     from ptl_gpt2.model.checkpoint import CheckpointError
     from ptl_gpt2.peft import inject_lora
 
+    def load(task, checkpoint):  # as Lightning loads a checkpoint: the hook, then a strict state dict
+        task.on_load_checkpoint(checkpoint)
+        task.load_state_dict(checkpoint["state_dict"])
+
     lora = SentimentClassifier(num_classes=2, **TINY)
     inject_lora(lora.model, ["c_attn"], r=2)
-    checkpoint = {"state_dict": lora.state_dict(), "peft": {"method": "LoRA", "config": {"r": 2}}}
     plain = SentimentClassifier(num_classes=2, **TINY)
     with pytest.raises(CheckpointError, match=r"has weights this model has no place for: 4 .*lora_A.*"
                                               r"saved by a run with the LoRA callback \(options \{'r': 2\}\)"):
-        plain.on_load_checkpoint(checkpoint)
+        load(plain, {"state_dict": lora.state_dict(), "peft": {"method": "LoRA", "config": {"r": 2}}})
     with pytest.raises(CheckpointError, match=r"lacks weights of this model: 4 .*without this run's PEFT callback"):
-        lora.on_load_checkpoint({"state_dict": plain.state_dict()})
+        load(lora, {"state_dict": plain.state_dict()})
     five = SentimentClassifier(num_classes=5, **TINY)
-    with pytest.raises(CheckpointError, match=r"of another shape: 2 \(e.g. head.bias is \(2,\) there, \(5,\) here\)"):
-        five.on_load_checkpoint({"state_dict": plain.state_dict()})
-    plain.on_load_checkpoint({"state_dict": SentimentClassifier(num_classes=2, **TINY).state_dict()})  # fits: no error
+    with pytest.raises(CheckpointError, match=r"of another shape: 2 \(e.g. size mismatch for head.weight"):
+        load(five, {"state_dict": plain.state_dict()})
+    trained = SentimentClassifier(num_classes=2, **TINY)
+    load(plain, {"state_dict": trained.state_dict()})  # fits: loads
+    torch.testing.assert_close(plain.head.weight, trained.head.weight)
+    assert plain.load_state_dict({}, strict=False).missing_keys  # not strict: torch's answer, no error
+
+
+def test_a_float_checkpoint_still_loads_into_a_quantised_task():
+    # Quantised layers rename their keys in load hooks (weight -> weight_qdata, weight_scale): the
+    # fit check must compare after them, as torch does.
+    from ptl_gpt2.quantization import quantize_model
+
+    trained = SentimentClassifier(num_classes=2, **TINY)
+    quantised = SentimentClassifier(num_classes=2, **TINY)
+    quantize_model(quantised.model, "int8")
+    quantised.on_load_checkpoint({"state_dict": trained.state_dict()})
+    quantised.load_state_dict(trained.state_dict())
+    torch.testing.assert_close(quantised.head.weight, trained.head.weight)
