@@ -121,12 +121,15 @@ class GPT2CLI(LightningCLI):
         only in this run's new folder."""
         options = self.config_init[self.subcommand]
         which = options.get("ckpt_path")
-        if which not in FILE_PATTERNS or not self.trainer.loggers:
-            return  # without a logger checkpoints go to one fixed folder, where Lightning's own "last" works
+        if which not in FILE_PATTERNS:
+            return
         if any(callback.dirpath for callback in self.trainer.checkpoint_callbacks):
             return  # a ModelCheckpoint of the user's, with its own folder: Lightning's rules
-        logger = self.trainer.loggers[0]  # the one whose folder Lightning's ModelCheckpoint writes into
-        runs = Path(logger.save_dir or self.trainer.default_root_dir) / str(logger.name)
+        if self.trainer.loggers:  # runs/lightning_logs/version_N/checkpoints, from the first logger's folder
+            logger = self.trainer.loggers[0]
+            runs = Path(logger.save_dir or self.trainer.default_root_dir) / str(logger.name)
+        else:  # runs/checkpoints, one folder for every run
+            runs = Path(self.trainer.default_root_dir)
         this_run = recipe(self.config[self.subcommand].as_dict())
         found = find_checkpoint(runs, this_run, which)
         task = describe(this_run)

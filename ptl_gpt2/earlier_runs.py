@@ -56,11 +56,12 @@ def describe(run: Recipe) -> str:
 
 
 def find_checkpoint(runs: Path, run: Recipe, which: str = "last") -> Path | None:
-    """The newest `<run>/checkpoints/<last.ckpt | best-*.ckpt>` under `runs` of a run with the same
-    recipe; None if there is none."""
+    """The newest `<run>/checkpoints/<last.ckpt | best-*.ckpt>` under `runs` (or `runs/checkpoints/...`,
+    where runs without a logger write) of a run with the same recipe; None if there is none."""
+    pattern = f"checkpoints/{FILE_PATTERNS[which]}"
     found = [
         ckpt
-        for ckpt in runs.glob(f"*/checkpoints/{FILE_PATTERNS[which]}")
+        for ckpt in [*runs.glob(f"*/{pattern}"), *runs.glob(pattern)]  # a run per folder; without a logger, runs/ itself
         if saved_recipe(ckpt.parent.parent / "config.yaml") == run
     ]
     return max(found, key=lambda path: path.stat().st_mtime, default=None)

@@ -97,3 +97,13 @@ def test_find_checkpoint_skips_runs_without_a_config_or_of_another_recipe(tmp_pa
     assert describe(with_lora) == "SentimentClassifier run on SSTDataModule with LoRA"
     assert find_checkpoint(tmp_path, ("ptl_gpt2.tasks.SentimentClassifier", "datamodules.CFIMDBDataModule", ())) is None
     assert saved_recipe(tmp_path / "version_2" / "config.yaml") is None
+
+
+def test_without_a_logger_best_is_found_in_the_one_checkpoint_folder(tmp_path, caplog):
+    config = ROOT / "configs/sst/quick.yaml"
+    no_logger = ["--trainer.logger=false", *TWO_STEPS, *fixture_args(config, tmp_path)]
+    main(["fit", "--config", str(config), "--trainer.max_epochs=1", *no_logger])
+    (best,) = (tmp_path / "runs/checkpoints").glob("best-*.ckpt")
+    with caplog.at_level("INFO"):  # Lightning alone: "ModelCheckpoint is not configured to save the best model"
+        main(["validate", "--config", str(config), "--ckpt_path=best", *no_logger])
+    assert f"--ckpt_path best: {best.relative_to(tmp_path)}" in caplog.text
