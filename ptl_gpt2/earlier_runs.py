@@ -12,12 +12,20 @@ best checkpoint of the latest such run (each task keeps one).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
 
-FILE_PATTERNS = {"last": "last.ckpt", "best": "best-*.ckpt"}  # as the tasks' ModelCheckpoints name them
+from .tasks.base import BEST_CHECKPOINT
+
+# The file names the tasks' ModelCheckpoints write: last.ckpt, best-*.ckpt.
+FILE_PATTERNS = {
+    which: re.sub(r"\{.*", "*", name) + ModelCheckpoint.FILE_EXTENSION  # from the first {field} on: *
+    for which, name in (("last", ModelCheckpoint.CHECKPOINT_NAME_LAST), ("best", BEST_CHECKPOINT))
+}
 # Callbacks that change which weights a checkpoint holds (adapters, adapter-only checkpoints).
 STATE_SHAPING_CALLBACKS = "ptl_gpt2.peft."
 

@@ -19,6 +19,10 @@ from ..optim import AdamW
 from ..regularization import SMART
 
 
+# The task's best checkpoint, one per run: best-<epoch>-<step>.ckpt (`ptl_gpt2.earlier_runs` finds it).
+BEST_CHECKPOINT = "best-{epoch}-{step}"
+
+
 class OptionError(ValueError):
     """A task option whose value the task refuses; the message starts with its config key (`model.<option>`)."""
 
@@ -182,7 +186,7 @@ class GPT2Task(L.LightningModule):
                 ModelCheckpoint(
                     monitor=self.monitor,
                     mode=self.monitor_mode,
-                    filename="best-{epoch}-{step}",
+                    filename=BEST_CHECKPOINT,
                     auto_insert_metric_name=False,
                 ),
                 # last.ckpt, the state at the end of every training epoch, validated or not (resume,
