@@ -142,7 +142,7 @@ class GPT2CLI(LightningCLI):
             options["ckpt_path"] = None
         else:
             raise CheckpointError(
-                f"--ckpt_path {which}: no {FILE_PATTERNS[which]} of an earlier {task} under {runs}/*/checkpoints; "
+                f"--ckpt_path {which}: no {FILE_PATTERNS[which]} of an earlier {task} under {runs}; "
                 "fit first, or pass the checkpoint's path"
             )
 
