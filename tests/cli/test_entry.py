@@ -18,41 +18,40 @@ def test_a_missing_checkpoint_is_one_line_and_the_traceback_is_one_switch_away(m
         entry()
 
 
-def test_testing_an_unlabelled_split_is_one_line_naming_the_file_and_option(monkeypatch, tmp_path):
+def sentiment_cli_error(monkeypatch, tmp_path, command: str, data: str, num_classes: int,
+                        names: dict[str, str | None], *extra: str) -> str:
+    """Run `ptl-gpt2 <command>` with a tiny 5-class SentimentClassifier and the DataModule `data` on
+    fixture files labelled with `num_classes` classes (file options `names`, None: unset); return the
+    one line it exits with."""
     from tests import fixture_files
 
-    names = {"train_file": "train.csv", "dev_file": "dev.csv", "test_file": "test.csv"}
-    fixture_files.write_sentiment(tmp_path, names, 5)  # the test file is unlabelled, as in the release
+    fixture_files.write_sentiment(tmp_path, {k: v for k, v in names.items() if v}, num_classes)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PTL_GPT2_TRACEBACK", raising=False)
     monkeypatch.setattr(sys, "argv", [
-        "ptl-gpt2", "test", "--seed_everything=0", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+        "ptl-gpt2", command, "--trainer.logger=false", "--trainer.enable_progress_bar=false",
         "--model=ptl_gpt2.tasks.SentimentClassifier", "--model.num_classes=5", "--model.preset=tiny",
-        "--data=datamodules.SSTDataModule", f"--data.data_dir={tmp_path}",
-        *(f"--data.{option}={name}" for option, name in names.items()),
+        f"--data=datamodules.{data}", f"--data.data_dir={tmp_path}",
+        *(f"--data.{option}={'null' if name is None else name}" for option, name in names.items()), *extra,
     ])  # fmt: skip
     with pytest.raises(SystemExit) as exit_info:
         entry()
-    assert exit_info.value.code == (
+    return exit_info.value.code
+
+
+def test_testing_an_unlabelled_split_is_one_line_naming_the_file_and_option(monkeypatch, tmp_path):
+    names = {"train_file": "train.csv", "dev_file": "dev.csv", "test_file": "test.csv"}  # test: unlabelled, as released
+    assert sentiment_cli_error(monkeypatch, tmp_path, "test", "SSTDataModule", 5, names, "--seed_everything=0") == (
         f"ptl-gpt2: error: {tmp_path / 'test.csv'}: the test split (data.init_args.test_file) has no labels, "
         "so it cannot be scored; `predict` writes its predictions"
     )
 
 
 def test_predicting_without_a_test_file_is_one_line_naming_the_option(monkeypatch, tmp_path):
-    from tests import fixture_files
-
-    fixture_files.write_sentiment(tmp_path, {"train_file": "train.csv", "dev_file": "dev.csv"}, 5)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("PTL_GPT2_TRACEBACK", raising=False)
-    monkeypatch.setattr(sys, "argv", [
-        "ptl-gpt2", "predict", "--trainer.logger=false", "--model=ptl_gpt2.tasks.SentimentClassifier",
-        "--model.num_classes=5", "--model.preset=tiny", "--data=datamodules.SSTDataModule", f"--data.data_dir={tmp_path}",
-        "--data.train_file=train.csv", "--data.dev_file=dev.csv", "--data.test_file=null",
-    ])  # fmt: skip
-    with pytest.raises(SystemExit) as exit_info:
-        entry()
-    assert exit_info.value.code == "ptl-gpt2: error: SSTDataModule: `predict` needs the test split, but option 'test_file' is not set"
+    names = {"train_file": "train.csv", "dev_file": "dev.csv", "test_file": None}
+    assert sentiment_cli_error(monkeypatch, tmp_path, "predict", "SSTDataModule", 5, names) == (
+        "ptl-gpt2: error: SSTDataModule: `predict` needs the test split, but option 'test_file' is not set"
+    )
 
 
 @pytest.mark.parametrize(
@@ -134,21 +133,8 @@ def test_the_command_line_reaches_lightning_cli_without_its_both_args_warning(mo
 
 
 def test_a_head_with_other_classes_than_the_data_is_one_line(monkeypatch, tmp_path):
-    from tests import fixture_files
-
     names = {"train_file": "train.csv", "dev_file": "dev.csv", "test_file": "test.csv"}
-    fixture_files.write_sentiment(tmp_path, names, 2)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("PTL_GPT2_TRACEBACK", raising=False)
-    monkeypatch.setattr(sys, "argv", [
-        "ptl-gpt2", "validate", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
-        "--model=ptl_gpt2.tasks.SentimentClassifier", "--model.num_classes=5", "--model.preset=tiny",
-        "--data=datamodules.CFIMDBDataModule", f"--data.data_dir={tmp_path}",
-        *(f"--data.{option}={name}" for option, name in names.items()),
-    ])  # fmt: skip
-    with pytest.raises(SystemExit) as exit_info:
-        entry()
-    assert exit_info.value.code == (
+    assert sentiment_cli_error(monkeypatch, tmp_path, "validate", "CFIMDBDataModule", 2, names) == (
         "ptl-gpt2: error: model.init_args.num_classes=5, but CFIMDBDataModule has 2 classes; "
         "use a config or checkpoint made for this data (the model options of a --ckpt_path checkpoint replace the config's)"
     )
