@@ -16,9 +16,9 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
 from .callbacks import RunSummary
+from .earlier_runs import FILE_PATTERNS, describe, find_checkpoint, recipe
 from .model.checkpoint import CheckpointError
 from .quantization.precision import check_precision
-from .earlier_runs import FILE_PATTERNS, describe, find_checkpoint, recipe
 from .tasks import GPT2Task, OptionError
 
 # Commands that are not Trainer runs, each a module with `main(argv)`.

@@ -11,8 +11,8 @@ import torch
 import yaml
 
 from ptl_gpt2.cli import main
-from ptl_gpt2.model.checkpoint import CheckpointError
 from ptl_gpt2.earlier_runs import describe, find_checkpoint, recipe, saved_recipe
+from ptl_gpt2.model.checkpoint import CheckpointError
 from tests.cli.test_configs import ROOT, fixture_args
 
 TWO_STEPS = [
