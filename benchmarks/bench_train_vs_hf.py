@@ -29,8 +29,8 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import platform
 import multiprocessing
+import platform
 import resource
 import statistics
 import subprocess
